@@ -1,0 +1,101 @@
+//! The traits a running task implements. Batches cross this boundary, never single records
+//! (except through [`Transform`], which is pure and in-process), and every call that may do
+//! I/O is async.
+
+use async_trait::async_trait;
+
+use crate::{ConnectError, Record, SourceOffset, SourceRecord};
+
+/// What a source task is told when it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceTaskContext {
+    pub connector: String,
+    pub task_id: u32,
+    /// The committed offsets of this connector, one per source partition it wrote before.
+    /// A task resumes after the offset it finds for its partition.
+    pub offsets: Vec<SourceOffset>,
+}
+
+impl SourceTaskContext {
+    /// The committed offset of one source partition, if any.
+    pub fn offset(&self, partition: &serde_json::Value) -> Option<&serde_json::Value> {
+        self.offsets
+            .iter()
+            .find(|o| &o.partition == partition)
+            .map(|o| &o.offset)
+    }
+}
+
+/// What a source task's `poll` returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourcePoll {
+    /// Records to send (possibly none: nothing arrived within the task's own wait).
+    Records(Vec<SourceRecord>),
+    /// The source has nothing more, ever (a bounded simulation reached its end). The
+    /// worker keeps the task idle; `--drain` ends the run once all sources are exhausted.
+    Exhausted,
+}
+
+#[async_trait]
+pub trait SourceTask: Send {
+    async fn start(&mut self, context: SourceTaskContext) -> Result<(), ConnectError>;
+
+    /// Returns the next batch. Waits a short while (well under a second) when there is no
+    /// data, then returns an empty batch so the worker can check for shutdown.
+    async fn poll(&mut self) -> Result<SourcePoll, ConnectError>;
+
+    /// Told after these offsets were committed: everything up to them is durable.
+    async fn commit(&mut self, _committed: &[SourceOffset]) -> Result<(), ConnectError> {
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<(), ConnectError> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkTaskContext {
+    pub connector: String,
+    pub task_id: u32,
+}
+
+/// A record a sink could not write, by its index in the batch given to `put`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordFailure {
+    pub index: usize,
+    pub error: ConnectError,
+}
+
+/// The outcome of a `put`: every record not listed in `failed` was accepted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PutResult {
+    pub failed: Vec<RecordFailure>,
+}
+
+#[async_trait]
+pub trait SinkTask: Send {
+    async fn start(&mut self, _context: SinkTaskContext) -> Result<(), ConnectError> {
+        Ok(())
+    }
+
+    /// Takes a batch. The sink may buffer it; it becomes durable at the next `flush`.
+    /// A record the sink cannot accept because of its data is returned in
+    /// [`PutResult::failed`] (the rest of the batch still counts as accepted); an `Err`
+    /// means the whole batch was not accepted (and, if retriable, will be put again).
+    async fn put(&mut self, records: Vec<Record>) -> Result<PutResult, ConnectError>;
+
+    /// Makes everything accepted so far durable. After it returns `Ok`, the worker commits
+    /// the offsets of those records.
+    async fn flush(&mut self) -> Result<(), ConnectError>;
+
+    async fn stop(&mut self) -> Result<(), ConnectError> {
+        Ok(())
+    }
+}
+
+/// A single-message transform. Pure and synchronous: it never does I/O.
+pub trait Transform: Send {
+    /// Transforms one record, pushing zero (dropped), one or more records to `out`.
+    fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), ConnectError>;
+}
