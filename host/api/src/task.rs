@@ -82,8 +82,9 @@ pub trait SinkTask: Send {
     /// Takes a batch. The sink may buffer it; it becomes durable at the next `flush`.
     /// A record the sink cannot accept because of its data is returned in
     /// [`PutResult::failed`] (the rest of the batch still counts as accepted); an `Err`
-    /// means the whole batch was not accepted (and, if retriable, will be put again).
-    async fn put(&mut self, records: Vec<Record>) -> Result<PutResult, ConnectError>;
+    /// means the whole batch was not accepted (and, if retriable, will be put again,
+    /// which is why the batch is lent rather than given).
+    async fn put(&mut self, records: &[Record]) -> Result<PutResult, ConnectError>;
 
     /// Makes everything accepted so far durable. After it returns `Ok`, the worker commits
     /// the offsets of those records.

@@ -1,0 +1,362 @@
+//! The in-process bus of standalone mode.
+//!
+//! Each topic partition is a bounded log. A record stays in it until every consumer
+//! group subscribed to its topic has acknowledged it (after the sink flushed it); that
+//! acknowledgement is what makes the record durable for its producer. A partition holds
+//! at most `capacity` unacknowledged records; a producer finding it full waits.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sluice_api::Record;
+use tokio::sync::Notify;
+
+use super::{
+    Bus, BusConsumer, BusError, DurableMark, Position, Ticket, TopicFilter, partition_for_key,
+};
+
+/// A handle to the embedded bus; clones share one bus.
+#[derive(Clone)]
+pub struct EmbeddedBus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<BusState>,
+    /// Wakes consumers: a record was appended or a topic created somewhere.
+    data_ready: Notify,
+    /// Bumped when a topic is created, so consumers know to refresh their assignment.
+    topics_version: AtomicU64,
+    capacity: usize,
+    default_partitions: u32,
+}
+
+#[derive(Default)]
+struct BusState {
+    topics: BTreeMap<String, Arc<Topic>>,
+    groups: BTreeMap<String, TopicFilter>,
+}
+
+struct Topic {
+    name: String,
+    partitions: Vec<Arc<PartitionLog>>,
+    next_unkeyed: AtomicU32,
+}
+
+struct PartitionLog {
+    index: i32,
+    inner: Mutex<LogInner>,
+    mark: Arc<DurableMark>,
+    /// Wakes producers waiting for room.
+    space: Notify,
+}
+
+struct LogInner {
+    /// Offset of `records[0]`.
+    base: i64,
+    /// Offset the next appended record gets.
+    end: i64,
+    records: VecDeque<Arc<Record>>,
+    /// Per consumer group: the offset after the last record it acknowledged.
+    acked: BTreeMap<String, i64>,
+}
+
+/// A poisoned lock only means another task panicked mid-update of plain counters; the
+/// data is still consistent enough to carry on, so take it rather than spread the panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl PartitionLog {
+    fn new(index: i32) -> Self {
+        PartitionLog {
+            index,
+            inner: Mutex::new(LogInner {
+                base: 0,
+                end: 0,
+                records: VecDeque::new(),
+                acked: BTreeMap::new(),
+            }),
+            mark: Arc::new(DurableMark::default()),
+            space: Notify::new(),
+        }
+    }
+
+    /// Drops what every group acknowledged and moves the durability mark.
+    fn settle(&self, inner: &mut LogInner) {
+        let durable = inner.acked.values().copied().min().unwrap_or(inner.end);
+        let mut trimmed = false;
+        while inner.base < durable && !inner.records.is_empty() {
+            inner.records.pop_front();
+            inner.base += 1;
+            trimmed = true;
+        }
+        if inner.records.is_empty() {
+            inner.base = inner.end.min(durable.max(inner.base));
+        }
+        self.mark.advance_to(durable);
+        if trimmed {
+            self.space.notify_waiters();
+        }
+    }
+}
+
+fn stable_hash(text: &str) -> u64 {
+    // FNV-1a: stable across runs and versions, unlike std's randomized hasher.
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+impl EmbeddedBus {
+    pub fn new(capacity: usize, default_partitions: u32) -> EmbeddedBus {
+        EmbeddedBus {
+            shared: Arc::new(Shared {
+                state: Mutex::new(BusState::default()),
+                data_ready: Notify::new(),
+                topics_version: AtomicU64::new(0),
+                capacity: capacity.max(1),
+                default_partitions: default_partitions.max(1),
+            }),
+        }
+    }
+}
+
+impl Shared {
+    fn topic(&self, name: &str, partitions: Option<u32>) -> Arc<Topic> {
+        let mut state = lock(&self.state);
+        if let Some(topic) = state.topics.get(name) {
+            return topic.clone();
+        }
+        let count = partitions.unwrap_or(self.default_partitions).max(1);
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            partitions: (0..count as i32)
+                .map(|i| Arc::new(PartitionLog::new(i)))
+                .collect(),
+            next_unkeyed: AtomicU32::new(0),
+        });
+        let subscribed: Vec<String> = state
+            .groups
+            .iter()
+            .filter(|(_, filter)| filter.matches(name))
+            .map(|(group, _)| group.clone())
+            .collect();
+        if subscribed.is_empty() {
+            tracing::warn!(
+                topic = name,
+                "topic has no subscribed sink; its records are discarded"
+            );
+        }
+        for log in &topic.partitions {
+            let mut inner = lock(&log.inner);
+            for group in &subscribed {
+                inner.acked.insert(group.clone(), 0);
+            }
+        }
+        state.topics.insert(name.to_string(), topic.clone());
+        self.topics_version.fetch_add(1, Ordering::AcqRel);
+        self.data_ready.notify_waiters();
+        topic
+    }
+
+    fn choose_partition(topic: &Topic, record: &Record) -> usize {
+        let count = topic.partitions.len();
+        if let Some(p) = record.partition {
+            return (p.max(0) as usize) % count;
+        }
+        match &record.key {
+            Some(key) => partition_for_key(&key.to_bytes(), count as u32) as usize,
+            None => topic.next_unkeyed.fetch_add(1, Ordering::Relaxed) as usize % count,
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for EmbeddedBus {
+    async fn send(&self, mut record: Record, partitions: Option<u32>) -> Result<Ticket, BusError> {
+        let this = &*self.shared;
+        let topic = this.topic(&record.topic, partitions);
+        let log = topic.partitions[Shared::choose_partition(&topic, &record)].clone();
+        loop {
+            let mut room = pin!(log.space.notified());
+            room.as_mut().enable();
+            {
+                let mut inner = lock(&log.inner);
+                if inner.acked.is_empty() {
+                    // Nobody consumes this topic: the record is done as soon as it is sent.
+                    let offset = inner.end;
+                    inner.end += 1;
+                    inner.base = inner.end;
+                    log.mark.advance_to(inner.end);
+                    return Ok(Ticket::new(log.mark.clone(), offset));
+                }
+                if inner.records.len() < this.capacity {
+                    let offset = inner.end;
+                    record.partition = Some(log.index);
+                    record.offset = Some(offset);
+                    inner.records.push_back(Arc::new(record));
+                    inner.end += 1;
+                    drop(inner);
+                    this.data_ready.notify_waiters();
+                    return Ok(Ticket::new(log.mark.clone(), offset));
+                }
+            }
+            room.await;
+        }
+    }
+
+    fn register_group(&self, group: &str, filter: &TopicFilter) {
+        let mut state = lock(&self.shared.state);
+        state.groups.insert(group.to_string(), filter.clone());
+        for topic in state.topics.values().filter(|t| filter.matches(&t.name)) {
+            for log in &topic.partitions {
+                let mut inner = lock(&log.inner);
+                let start = inner.base;
+                inner.acked.entry(group.to_string()).or_insert(start);
+            }
+        }
+    }
+
+    fn subscribe(
+        &self,
+        group: &str,
+        filter: &TopicFilter,
+        member: u32,
+        members: u32,
+    ) -> Box<dyn BusConsumer> {
+        self.register_group(group, filter);
+        Box::new(EmbeddedConsumer {
+            bus: self.shared.clone(),
+            group: group.to_string(),
+            filter: filter.clone(),
+            member,
+            members: members.max(1),
+            assigned: Vec::new(),
+            seen_version: u64::MAX,
+            next_start: 0,
+        })
+    }
+
+    fn is_settled(&self) -> bool {
+        let state = lock(&self.shared.state);
+        state
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .all(|log| lock(&log.inner).records.is_empty())
+    }
+}
+
+struct Assigned {
+    topic: String,
+    log: Arc<PartitionLog>,
+    /// Next offset to read.
+    position: i64,
+}
+
+pub struct EmbeddedConsumer {
+    bus: Arc<Shared>,
+    group: String,
+    filter: TopicFilter,
+    member: u32,
+    members: u32,
+    assigned: Vec<Assigned>,
+    seen_version: u64,
+    next_start: usize,
+}
+
+impl EmbeddedConsumer {
+    fn refresh_assignment(&mut self) {
+        let version = self.bus.topics_version.load(Ordering::Acquire);
+        if version == self.seen_version {
+            return;
+        }
+        self.seen_version = version;
+        let state = lock(&self.bus.state);
+        for topic in state
+            .topics
+            .values()
+            .filter(|t| self.filter.matches(&t.name))
+        {
+            for log in &topic.partitions {
+                let slot = stable_hash(&topic.name).wrapping_add(log.index as u64);
+                if slot % u64::from(self.members) != u64::from(self.member) {
+                    continue;
+                }
+                if self.assigned.iter().any(|a| Arc::ptr_eq(&a.log, log)) {
+                    continue;
+                }
+                let mut inner = lock(&log.inner);
+                let start = *inner.acked.entry(self.group.clone()).or_insert(0);
+                drop(inner);
+                self.assigned.push(Assigned {
+                    topic: topic.name.clone(),
+                    log: log.clone(),
+                    position: start,
+                });
+            }
+        }
+    }
+
+    fn take(&mut self, max: usize, out: &mut Vec<Arc<Record>>) {
+        let n = self.assigned.len();
+        for i in 0..n {
+            if out.len() >= max {
+                break;
+            }
+            let slot = &mut self.assigned[(self.next_start + i) % n];
+            let inner = lock(&slot.log.inner);
+            let skip = (slot.position - inner.base).max(0) as usize;
+            for record in inner.records.iter().skip(skip).take(max - out.len()) {
+                out.push(record.clone());
+                slot.position += 1;
+            }
+        }
+        if n > 0 {
+            self.next_start = (self.next_start + 1) % n;
+        }
+    }
+}
+
+#[async_trait]
+impl BusConsumer for EmbeddedConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Arc<Record>>, BusError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut out = Vec::new();
+        loop {
+            let bus = self.bus.clone();
+            let mut ready = pin!(bus.data_ready.notified());
+            ready.as_mut().enable();
+            self.refresh_assignment();
+            self.take(max.max(1), &mut out);
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            if tokio::time::timeout_at(deadline, ready).await.is_err() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn commit(&mut self, positions: &[Position]) -> Result<(), BusError> {
+        for position in positions {
+            let Some(slot) = self
+                .assigned
+                .iter()
+                .find(|a| a.topic == position.topic && a.log.index == position.partition)
+            else {
+                continue;
+            };
+            let mut inner = lock(&slot.log.inner);
+            let acked = inner.acked.entry(self.group.clone()).or_insert(0);
+            *acked = (*acked).max(position.next_offset);
+            slot.log.settle(&mut inner);
+        }
+        Ok(())
+    }
+}

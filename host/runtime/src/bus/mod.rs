@@ -1,0 +1,183 @@
+//! The data bus between source and sink tasks.
+//!
+//! Two implementations share this interface: the embedded bus (in-process, standalone
+//! mode) and, later, Kafka. Connector configs do not change between them. Delivery is
+//! at-least-once end to end: a producer learns through a [`Ticket`] when its record is
+//! durable, and only then may the record's source offset be committed.
+
+pub mod embedded;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use regex::Regex;
+use sluice_api::Record;
+
+pub use embedded::EmbeddedBus;
+
+/// The durability frontier of one partition: every offset below it is durable.
+#[derive(Debug, Default)]
+pub struct DurableMark {
+    next_undurable: AtomicI64,
+}
+
+impl DurableMark {
+    pub fn advance_to(&self, offset: i64) {
+        self.next_undurable.fetch_max(offset, Ordering::AcqRel);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.next_undurable.load(Ordering::Acquire)
+    }
+}
+
+/// Proof of a send: tells whether that record has become durable.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    mark: Arc<DurableMark>,
+    offset: i64,
+}
+
+impl Ticket {
+    pub fn new(mark: Arc<DurableMark>, offset: i64) -> Self {
+        Ticket { mark, offset }
+    }
+
+    pub fn is_durable(&self) -> bool {
+        self.mark.get() > self.offset
+    }
+}
+
+/// Which topics a sink connector consumes.
+#[derive(Debug, Clone)]
+pub enum TopicFilter {
+    Names(Vec<String>),
+    /// Matches a topic name in full, as Kafka Connect's `topics.regex`.
+    Pattern(Regex),
+}
+
+impl TopicFilter {
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            TopicFilter::Names(names) => names.iter().any(|n| n == topic),
+            TopicFilter::Pattern(re) => re
+                .find(topic)
+                .is_some_and(|m| m.start() == 0 && m.end() == topic.len()),
+        }
+    }
+}
+
+/// A topic partition and the offset after the last record consumed from it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("the bus is shut down")]
+    Closed,
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// Appends a record to its topic (created with `partitions`, or the bus default, if
+    /// new). Waits while the target partition is full: this is the backpressure that
+    /// slows a source down to its slowest sink.
+    async fn send(&self, record: Record, partitions: Option<u32>) -> Result<Ticket, BusError>;
+
+    /// Declares consumer group `group`: from now on records of matching topics are kept
+    /// until the group acknowledges them. Call before the sources start.
+    fn register_group(&self, group: &str, filter: &TopicFilter);
+
+    /// Joins `group` as member `member` of `members`; the member consumes its share of
+    /// the matching partitions, from the group's acknowledged position.
+    fn subscribe(
+        &self,
+        group: &str,
+        filter: &TopicFilter,
+        member: u32,
+        members: u32,
+    ) -> Box<dyn BusConsumer>;
+
+    /// True when every record has been acknowledged by every group that consumes it.
+    fn is_settled(&self) -> bool;
+}
+
+#[async_trait]
+pub trait BusConsumer: Send {
+    /// Up to `max` records, waiting at most `wait` for the first one.
+    /// Up to `max` records, waiting at most `wait` for the first one. Records are shared,
+    /// not copied: the bus may still hold them for other consumer groups.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Arc<Record>>, BusError>;
+
+    /// Acknowledges consumption: the group will not see records before these positions again.
+    async fn commit(&mut self, positions: &[Position]) -> Result<(), BusError>;
+}
+
+/// Kafka's default partitioner hash (murmur2, seed 0x9747b28c), so a keyed record lands
+/// in the same partition number on the embedded bus as it would in Kafka.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        if tail.len() >= 3 {
+            h ^= u32::from(tail[2]) << 16;
+        }
+        if tail.len() >= 2 {
+            h ^= u32::from(tail[1]) << 8;
+        }
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition Kafka's default partitioner picks for a keyed record.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) as u32 % partitions.max(1)) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Expected values from Kafka's own UtilsTest.
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc"), 479470107);
+    }
+
+    #[test]
+    fn regex_filter_matches_whole_names() {
+        let f = TopicFilter::Pattern(Regex::new("dlq-.*").unwrap());
+        assert!(f.matches("dlq-orders"));
+        assert!(!f.matches("x-dlq-orders"));
+    }
+}

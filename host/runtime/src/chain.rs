@@ -1,0 +1,271 @@
+//! Transform chains, declared as in Kafka Connect:
+//! `transforms=a,b`, `transforms.a.type=...`, `transforms.a.<key>=...`,
+//! `transforms.a.predicate=p`, `transforms.a.negate=true`, `predicates=p`,
+//! `predicates.p.type=...`, `predicates.p.<key>=...`.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use sluice_api::{
+    ConfigIssue, ConfigMap, ConnectError, Predicate, PredicatePlugin, Record, Transform,
+    TransformPlugin,
+};
+
+use crate::registry::PluginRegistry;
+
+struct StepSpec {
+    alias: String,
+    plugin: Arc<dyn TransformPlugin>,
+    config: ConfigMap,
+    predicate: Option<(String, Arc<dyn PredicatePlugin>, ConfigMap)>,
+    negate: bool,
+}
+
+/// The keys under `prefix`, with the prefix removed.
+fn sub_config(config: &ConfigMap, prefix: &str) -> ConfigMap {
+    config
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(prefix)
+                .map(|rest| (rest.to_string(), v.clone()))
+        })
+        .collect()
+}
+
+fn list(config: &ConfigMap, key: &str) -> Vec<String> {
+    match config.get(key) {
+        Some(Value::String(s)) => sluice_api::config::split_list(s),
+        _ => Vec::new(),
+    }
+}
+
+fn truthy(value: Option<&Value>) -> Result<bool, String> {
+    match value {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
+        Some(other) => Err(format!("expected true or false, got {other}")),
+    }
+}
+
+/// Reads the chain's declaration; every problem is an issue naming the full key.
+fn specs(config: &ConfigMap, registry: &PluginRegistry) -> (Vec<StepSpec>, Vec<ConfigIssue>) {
+    let mut issues = Vec::new();
+    let mut steps = Vec::new();
+    let aliases = list(config, "transforms");
+    let predicate_aliases = list(config, "predicates");
+
+    for alias in &aliases {
+        let prefix = format!("transforms.{alias}.");
+        let mut sub = sub_config(config, &prefix);
+        let Some(Value::String(kind)) = sub.remove("type") else {
+            issues.push(ConfigIssue::error(
+                format!("{prefix}type"),
+                "is required but missing",
+            ));
+            continue;
+        };
+        let Some(plugin) = registry.transform(&kind) else {
+            issues.push(ConfigIssue::error(
+                format!("{prefix}type"),
+                format!(
+                    "unknown transform type \"{kind}\" (known: {})",
+                    registry.transform_types().join(", ")
+                ),
+            ));
+            continue;
+        };
+        let negate = match truthy(sub.remove("negate").as_ref()) {
+            Ok(b) => b,
+            Err(message) => {
+                issues.push(ConfigIssue::error(format!("{prefix}negate"), message));
+                false
+            }
+        };
+        let predicate = match sub.remove("predicate") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) if predicate_aliases.contains(&p) => {
+                let pprefix = format!("predicates.{p}.");
+                let mut psub = sub_config(config, &pprefix);
+                match psub.remove("type") {
+                    Some(Value::String(ptype)) => match registry.predicate(&ptype) {
+                        Some(pplugin) => {
+                            issues.extend(
+                                pplugin
+                                    .validate(&psub)
+                                    .into_iter()
+                                    .map(|i| i.prefixed(&pprefix)),
+                            );
+                            Some((p, pplugin, psub))
+                        }
+                        None => {
+                            issues.push(ConfigIssue::error(
+                                format!("{pprefix}type"),
+                                format!(
+                                    "unknown predicate type \"{ptype}\" (known: {})",
+                                    registry.predicate_types().join(", ")
+                                ),
+                            ));
+                            None
+                        }
+                    },
+                    _ => {
+                        issues.push(ConfigIssue::error(
+                            format!("{pprefix}type"),
+                            "is required but missing",
+                        ));
+                        None
+                    }
+                }
+            }
+            Some(other) => {
+                issues.push(ConfigIssue::error(
+                    format!("{prefix}predicate"),
+                    format!("{other} is not listed in \"predicates\""),
+                ));
+                None
+            }
+        };
+        issues.extend(
+            plugin
+                .validate(&sub)
+                .into_iter()
+                .map(|i| i.prefixed(&prefix)),
+        );
+        steps.push(StepSpec {
+            alias: alias.clone(),
+            plugin,
+            config: sub,
+            predicate,
+            negate,
+        });
+    }
+    // Keys for aliases nobody listed are almost always typos.
+    for key in config.keys() {
+        for (section, listed) in [
+            ("transforms.", &aliases),
+            ("predicates.", &predicate_aliases),
+        ] {
+            if let Some(rest) = key.strip_prefix(section) {
+                let alias = rest.split('.').next().unwrap_or_default();
+                if !listed.iter().any(|a| a == alias) {
+                    issues.push(ConfigIssue::warning(
+                        key.clone(),
+                        format!(
+                            "\"{alias}\" is not listed in \"{}\"; this key is ignored",
+                            section.trim_end_matches('.')
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    (steps, issues)
+}
+
+/// Problems with a config's chain declaration (errors and warnings).
+pub fn validate(config: &ConfigMap, registry: &PluginRegistry) -> Vec<ConfigIssue> {
+    specs(config, registry).1
+}
+
+struct Step {
+    alias: String,
+    transform: Box<dyn Transform>,
+    predicate: Option<Box<dyn Predicate>>,
+    negate: bool,
+}
+
+/// A failure inside the chain, naming the transform that failed.
+#[derive(Debug)]
+pub struct ChainError {
+    pub alias: String,
+    pub error: ConnectError,
+}
+
+/// A built chain, one per task.
+#[derive(Default)]
+pub struct TransformChain {
+    steps: Vec<Step>,
+    scratch: Vec<Record>,
+}
+
+impl TransformChain {
+    pub fn build(
+        config: &ConfigMap,
+        registry: &PluginRegistry,
+    ) -> Result<TransformChain, ConnectError> {
+        let (specs, issues) = specs(config, registry);
+        if let Some(issue) = issues
+            .iter()
+            .find(|i| i.severity == sluice_api::Severity::Error)
+        {
+            return Err(ConnectError::config(issue.to_string()));
+        }
+        let mut steps = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let transform = spec
+                .plugin
+                .create(&spec.config)
+                .map_err(|e| e.context(format!("transform \"{}\"", spec.alias)))?;
+            let predicate = match spec.predicate {
+                Some((alias, plugin, config)) => Some(
+                    plugin
+                        .create(&config)
+                        .map_err(|e| e.context(format!("predicate \"{alias}\"")))?,
+                ),
+                None => None,
+            };
+            steps.push(Step {
+                alias: spec.alias,
+                transform,
+                predicate,
+                negate: spec.negate,
+            });
+        }
+        Ok(TransformChain {
+            steps,
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Runs `record` through every step, appending the surviving records to `out`.
+    pub fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), ChainError> {
+        if self.steps.is_empty() {
+            out.push(record);
+            return Ok(());
+        }
+        let mut current = vec![record];
+        for step in &mut self.steps {
+            self.scratch.clear();
+            for record in current.drain(..) {
+                let applies = match &step.predicate {
+                    Some(p) => {
+                        p.test(&record).map_err(|error| ChainError {
+                            alias: step.alias.clone(),
+                            error,
+                        })? != step.negate
+                    }
+                    None => true,
+                };
+                if applies {
+                    step.transform
+                        .apply(record, &mut self.scratch)
+                        .map_err(|error| ChainError {
+                            alias: step.alias.clone(),
+                            error,
+                        })?;
+                } else {
+                    self.scratch.push(record);
+                }
+            }
+            std::mem::swap(&mut current, &mut self.scratch);
+        }
+        out.append(&mut current);
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! Converters: between what travels on the bus and what connectors see, by Kafka
+//! Connect's converter classes.
+//!
+//! On the embedded bus structured JSON stays structured (serializing and parsing it again
+//! would change nothing); bytes a source produced stay bytes until a sink's converter
+//! reads them, exactly where Kafka Connect would fail on them too.
+
+use serde_json::Value;
+use sluice_api::{ConnectError, Payload};
+
+use crate::connector::ConverterClass;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Converter {
+    pub class: ConverterClass,
+    pub schemas_enable: bool,
+}
+
+impl Converter {
+    pub fn new(class: ConverterClass, schemas_enable: bool) -> Self {
+        Converter {
+            class,
+            schemas_enable,
+        }
+    }
+
+    /// Sink side: what the bus carried → what the sink task is given.
+    pub fn to_connect(&self, payload: Option<Payload>) -> Result<Option<Payload>, ConnectError> {
+        let Some(payload) = payload else {
+            return Ok(None);
+        };
+        match self.class {
+            ConverterClass::Json => {
+                let value = match payload {
+                    Payload::Json(v) => v,
+                    Payload::Bytes(bytes) if bytes.is_empty() => return Ok(None),
+                    Payload::Bytes(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                        ConnectError::data(format!("Converting byte[] to Kafka Connect data failed due to serialization error: {e}"))
+                    })?,
+                };
+                if self.schemas_enable {
+                    unwrap_envelope(value).map(|v| Some(Payload::Json(v)))
+                } else {
+                    Ok(Some(Payload::Json(value)))
+                }
+            }
+            ConverterClass::String => match payload {
+                Payload::Json(Value::String(s)) => Ok(Some(Payload::Json(Value::String(s)))),
+                Payload::Json(other) => Ok(Some(Payload::Json(Value::String(other.to_string())))),
+                Payload::Bytes(bytes) => String::from_utf8(bytes)
+                    .map(|s| Some(Payload::Json(Value::String(s))))
+                    .map_err(|e| ConnectError::data(format!("value is not valid UTF-8: {e}"))),
+            },
+            ConverterClass::ByteArray => Ok(Some(Payload::Bytes(payload.to_bytes()))),
+        }
+    }
+
+    /// Source side: what the source task produced → what goes on the bus.
+    pub fn from_connect(&self, payload: Option<Payload>) -> Result<Option<Payload>, ConnectError> {
+        let Some(payload) = payload else {
+            return Ok(None);
+        };
+        match (self.class, payload) {
+            (ConverterClass::Json, payload) => Ok(Some(payload)),
+            (ConverterClass::String, Payload::Json(Value::String(s))) => {
+                Ok(Some(Payload::Bytes(s.into_bytes())))
+            }
+            (ConverterClass::String, Payload::Bytes(bytes)) => match std::str::from_utf8(&bytes) {
+                Ok(_) => Ok(Some(Payload::Bytes(bytes))),
+                Err(e) => Err(ConnectError::data(format!("value is not valid UTF-8: {e}"))),
+            },
+            (ConverterClass::String | ConverterClass::ByteArray, payload) => {
+                Ok(Some(Payload::Bytes(payload.to_bytes())))
+            }
+        }
+    }
+}
+
+fn unwrap_envelope(value: Value) -> Result<Value, ConnectError> {
+    match value {
+        Value::Object(mut map)
+            if map.len() == 2 && map.contains_key("schema") && map.contains_key("payload") =>
+        {
+            Ok(map.remove("payload").unwrap_or(Value::Null))
+        }
+        _ => Err(ConnectError::data(
+            "JsonConverter with schemas.enable requires \"schema\" and \"payload\" fields and may not contain additional fields. \
+             If you are trying to deserialize plain JSON data, set schemas.enable=false in your converter configuration.",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_converter_parses_bytes_and_rejects_garbage() {
+        let c = Converter::new(ConverterClass::Json, false);
+        assert_eq!(
+            c.to_connect(Some(Payload::Bytes(br#"{"a":1}"#.to_vec())))
+                .unwrap(),
+            Some(Payload::Json(json!({"a": 1})))
+        );
+        let err = c
+            .to_connect(Some(Payload::Bytes(b"{\"a\":".to_vec())))
+            .unwrap_err();
+        assert_eq!(err.kind(), sluice_api::ErrorKind::Data);
+        assert_eq!(c.to_connect(None).unwrap(), None);
+    }
+
+    #[test]
+    fn json_converter_with_schemas_unwraps_envelopes() {
+        let c = Converter::new(ConverterClass::Json, true);
+        let enveloped = json!({"schema": {"type": "int32"}, "payload": 5});
+        assert_eq!(
+            c.to_connect(Some(Payload::Json(enveloped))).unwrap(),
+            Some(Payload::Json(json!(5)))
+        );
+        assert!(c.to_connect(Some(Payload::Json(json!({"a": 1})))).is_err());
+    }
+
+    #[test]
+    fn string_and_bytes_converters() {
+        let s = Converter::new(ConverterClass::String, false);
+        assert_eq!(
+            s.to_connect(Some(Payload::Bytes(b"{oops".to_vec())))
+                .unwrap(),
+            Some(Payload::Json(json!("{oops")))
+        );
+        assert!(
+            s.to_connect(Some(Payload::Bytes(vec![0xff, 0xfe])))
+                .is_err()
+        );
+        let b = Converter::new(ConverterClass::ByteArray, false);
+        assert_eq!(
+            b.to_connect(Some(Payload::Json(json!({"a": 1})))).unwrap(),
+            Some(Payload::Bytes(br#"{"a":1}"#.to_vec()))
+        );
+        assert_eq!(
+            s.from_connect(Some(Payload::Json(json!("hi")))).unwrap(),
+            Some(Payload::Bytes(b"hi".to_vec()))
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! Runs one sink task: bus → converters → transforms → put, and after `flush` succeeds,
+//! acknowledges the consumed positions (which is what makes them durable for sources).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_api::{ConnectError, Record, SinkTask, SinkTaskContext};
+
+use crate::bus::{BusConsumer, Position, Ticket};
+use crate::chain::TransformChain;
+use crate::convert::Converter;
+use crate::metrics::ConnectorMetrics;
+use crate::registry::ConnectorPlugin;
+use crate::source_driver::{converter_name, join_issues};
+use crate::stop::StopSignal;
+use crate::tolerance::{Disposition, ErrorPolicy, Failure, RetryOperator, Stage};
+use crate::worker::TaskEnv;
+
+/// The consumer group of a sink connector, as in Kafka Connect.
+pub fn group_id(connector: &str) -> String {
+    format!("connect-{connector}")
+}
+
+struct SinkRun {
+    env: TaskEnv,
+    task: Box<dyn SinkTask>,
+    consumer: Box<dyn BusConsumer>,
+    chain: TransformChain,
+    key_converter: Converter,
+    value_converter: Converter,
+    operator: RetryOperator,
+    /// Next offset per partition consumed since the last acknowledgement.
+    unacked: BTreeMap<(String, i32), i64>,
+    unacked_count: usize,
+    /// Dead letters sent since the last acknowledgement; they must be durable first.
+    dead_letters: Vec<Ticket>,
+    last_flush: Instant,
+}
+
+pub async fn run(env: TaskEnv, mut stop: StopSignal) -> Result<(), Failure> {
+    let mut run = start(&env).await.map_err(|e| {
+        Failure::new(
+            Stage::TaskPut,
+            env.connector.common.connector_class.clone(),
+            e,
+            1,
+        )
+    })?;
+    let result = run.pump(&mut stop).await;
+    if result.is_ok() {
+        // Stopping cleanly: make everything put so far durable and acknowledge it.
+        if let Err(f) = run.flush_and_ack(&mut stop, true).await {
+            tracing::error!(connector = %env.connector.name(), task = env.task_id, "final flush failed: {}", f.trace());
+        }
+    }
+    if let Err(e) = run.task.stop().await {
+        tracing::warn!(connector = %env.connector.name(), task = env.task_id, error = %e, "sink task did not stop cleanly");
+    }
+    result
+}
+
+async fn start(env: &TaskEnv) -> Result<SinkRun, ConnectError> {
+    let ConnectorPlugin::Sink(plugin) = &env.connector.plugin else {
+        return Err(ConnectError::fatal("not a sink connector"));
+    };
+    let (resolved, common) = crate::validation::resolve_common(&env.connector.definition.config)
+        .map_err(|issues| ConnectError::config(join_issues(&issues)))?;
+    let task_configs = plugin.task_configs(&resolved, common.tasks_max)?;
+    let task_config = task_configs.get(env.task_id as usize).ok_or_else(|| {
+        ConnectError::config(format!("the connector has no task {}", env.task_id))
+    })?;
+    let mut task = plugin.create_task(task_config)?;
+    let chain = TransformChain::build(&resolved, &env.registry)?;
+    task.start(SinkTaskContext {
+        connector: env.connector.name().to_string(),
+        task_id: env.task_id,
+    })
+    .await?;
+    let consumer = env.bus.subscribe(
+        &group_id(env.connector.name()),
+        &env.connector.topic_filter(),
+        env.task_id,
+        task_configs.len() as u32,
+    );
+    Ok(SinkRun {
+        env: env.clone(),
+        task,
+        consumer,
+        chain,
+        key_converter: Converter::new(common.key_converter, common.key_schemas_enable),
+        value_converter: Converter::new(common.value_converter, common.value_schemas_enable),
+        operator: RetryOperator::new(
+            ErrorPolicy::from_config(&common),
+            env.connector.name(),
+            env.task_id,
+        ),
+        unacked: BTreeMap::new(),
+        unacked_count: 0,
+        dead_letters: Vec::new(),
+        last_flush: Instant::now(),
+    })
+}
+
+impl SinkRun {
+    fn metrics(&self) -> &ConnectorMetrics {
+        &self.env.metrics
+    }
+
+    async fn pump(&mut self, stop: &mut StopSignal) -> Result<(), Failure> {
+        let max = self.env.worker.max_poll_records;
+        let flush_interval = Duration::from_millis(self.env.worker.offset_flush_interval_ms);
+        // Acknowledge before half the partition capacity is held, so sources never stall
+        // waiting for a sink that waits for more records before flushing.
+        let ack_threshold = (self.env.worker.partition_capacity / 2).max(1);
+        while !stop.is_stopped() {
+            let batch = self
+                .consumer
+                .poll(max, Duration::from_millis(100))
+                .await
+                .map_err(|e| {
+                    Failure::new(Stage::TaskPut, "bus", ConnectError::fatal(e.to_string()), 1)
+                })?;
+            let caught_up = batch.len() < max;
+            if !batch.is_empty() {
+                self.deliver(batch, stop).await?;
+            }
+            if self.unacked_count > 0
+                && (caught_up
+                    || self.unacked_count >= ack_threshold
+                    || self.last_flush.elapsed() >= flush_interval)
+            {
+                self.flush_and_ack(stop, false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn deliver(
+        &mut self,
+        batch: Vec<Arc<Record>>,
+        stop: &mut StopSignal,
+    ) -> Result<(), Failure> {
+        ConnectorMetrics::add(&self.metrics().records_in, batch.len() as u64);
+        let mut good: Vec<Record> = Vec::with_capacity(batch.len());
+        let mut origin: Vec<usize> = Vec::with_capacity(batch.len());
+        let mut outputs = Vec::new();
+        for (index, record) in batch.iter().enumerate() {
+            if let (Some(p), Some(o)) = (record.partition, record.offset) {
+                let next = self.unacked.entry((record.topic.clone(), p)).or_insert(0);
+                *next = (*next).max(o + 1);
+            }
+            let (chain, kc, vc) = (&mut self.chain, self.key_converter, self.value_converter);
+            let result = self
+                .operator
+                .run(stop, || {
+                    outputs.clear();
+                    process(Record::clone(record), chain, kc, vc, &mut outputs)
+                })
+                .await;
+            match result {
+                Ok(()) => {
+                    origin.extend(std::iter::repeat_n(index, outputs.len()));
+                    good.append(&mut outputs);
+                }
+                Err((mut failure, attempts)) => {
+                    failure.attempts = attempts;
+                    self.reject(failure, record).await?;
+                }
+            }
+        }
+        self.unacked_count += batch.len();
+        if good.is_empty() {
+            return Ok(());
+        }
+        let component = self.env.connector.common.connector_class.clone();
+        let started = Instant::now();
+        let mut attempt = 1;
+        let outcome = loop {
+            match self.task.put(&good).await {
+                Ok(outcome) => break outcome,
+                Err(e)
+                    if self
+                        .operator
+                        .should_retry(&e, started, attempt, true, stop)
+                        .await =>
+                {
+                    attempt += 1
+                }
+                Err(e) => return Err(Failure::new(Stage::TaskPut, component, e, attempt)),
+            }
+        };
+        let failed = outcome.failed.len();
+        for failure in outcome.failed {
+            let Some(original) = origin.get(failure.index).and_then(|i| batch.get(*i)) else {
+                tracing::warn!(connector = %self.env.connector.name(), index = failure.index, "sink reported a failure for a record it was not given");
+                continue;
+            };
+            self.reject(
+                Failure::new(Stage::TaskPut, component.clone(), failure.error, 1),
+                original,
+            )
+            .await?;
+        }
+        ConnectorMetrics::add(
+            &self.metrics().records_out,
+            (good.len() - failed.min(good.len())) as u64,
+        );
+        Ok(())
+    }
+
+    /// Applies `errors.tolerance` to a record that failed for good.
+    async fn reject(&mut self, failure: Failure, original: &Record) -> Result<(), Failure> {
+        ConnectorMetrics::add(&self.metrics().errors, 1);
+        match self.operator.dispose(failure, original) {
+            Disposition::Fail(f) => Err(f),
+            Disposition::Skip(None) => Ok(()),
+            Disposition::Skip(Some(dead)) => {
+                let ticket = self.env.bus.send(dead, None).await.map_err(|e| {
+                    Failure::new(Stage::Produce, "bus", ConnectError::fatal(e.to_string()), 1)
+                })?;
+                ConnectorMetrics::add(&self.metrics().dead_lettered, 1);
+                self.dead_letters.push(ticket);
+                Ok(())
+            }
+        }
+    }
+
+    /// Flushes the sink, waits for this batch's dead letters to be durable, then
+    /// acknowledges the consumed positions. When `stopping`, waits for dead letters only
+    /// up to the graceful timeout and leaves the positions unacknowledged if they are not
+    /// durable by then (the records come again on restart: at-least-once, never lost).
+    async fn flush_and_ack(
+        &mut self,
+        stop: &mut StopSignal,
+        stopping: bool,
+    ) -> Result<(), Failure> {
+        if self.unacked_count == 0 {
+            return Ok(());
+        }
+        let component = self.env.connector.common.connector_class.clone();
+        let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            match self.task.flush().await {
+                Ok(()) => break,
+                Err(e)
+                    if !stopping
+                        && self
+                            .operator
+                            .should_retry(&e, started, attempt, true, stop)
+                            .await =>
+                {
+                    attempt += 1
+                }
+                Err(e) => return Err(Failure::new(Stage::TaskFlush, component, e, attempt)),
+            }
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.env.worker.shutdown_timeout_ms);
+        while !self.dead_letters.iter().all(Ticket::is_durable) {
+            if (stopping || stop.is_stopped()) && Instant::now() >= deadline {
+                tracing::warn!(connector = %self.env.connector.name(), task = self.env.task_id,
+                    "dead letters not durable at shutdown; their records will be consumed again");
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let positions: Vec<Position> = std::mem::take(&mut self.unacked)
+            .into_iter()
+            .map(|((topic, partition), next_offset)| Position {
+                topic,
+                partition,
+                next_offset,
+            })
+            .collect();
+        self.consumer.commit(&positions).await.map_err(|e| {
+            Failure::new(
+                Stage::TaskFlush,
+                "bus",
+                ConnectError::fatal(e.to_string()),
+                1,
+            )
+        })?;
+        self.unacked_count = 0;
+        self.dead_letters.clear();
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+}
+
+fn process(
+    mut record: Record,
+    chain: &mut TransformChain,
+    key_converter: Converter,
+    value_converter: Converter,
+    outputs: &mut Vec<Record>,
+) -> Result<(), Failure> {
+    record.key = key_converter
+        .to_connect(record.key.take())
+        .map_err(|e| Failure::new(Stage::KeyConverter, converter_name(key_converter), e, 1))?;
+    record.value = value_converter
+        .to_connect(record.value.take())
+        .map_err(|e| Failure::new(Stage::ValueConverter, converter_name(value_converter), e, 1))?;
+    chain.apply(record, outputs).map_err(|e| {
+        Failure::new(
+            Stage::Transformation,
+            format!("transforms.{}", e.alias),
+            e.error,
+            1,
+        )
+    })
+}

@@ -1,0 +1,161 @@
+//! The worker's own configuration (`--worker FILE`), as Kafka Connect's worker properties.
+
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use sluice_api::{ConfigMap, parse_config};
+
+/// Worker configuration. Accepted as a JSON object or a Java `.properties` file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct WorkerConfig {
+    /// File that stores source offsets in standalone mode. Written atomically (temp file,
+    /// fsync, rename) every `offset.flush.interval.ms` and at shutdown.
+    #[serde(
+        rename = "offset.storage.file.filename",
+        default = "default_offset_file"
+    )]
+    pub offset_file: PathBuf,
+    /// How often committed source offsets are written, and how long a sink may hold
+    /// unflushed records before it is flushed (milliseconds).
+    #[serde(
+        rename = "offset.flush.interval.ms",
+        default = "default_flush_interval"
+    )]
+    #[schemars(range(min = 1))]
+    pub offset_flush_interval_ms: u64,
+    /// How long shutdown waits for in-flight records to become durable (milliseconds).
+    #[serde(
+        rename = "task.shutdown.graceful.timeout.ms",
+        default = "default_graceful"
+    )]
+    pub shutdown_timeout_ms: u64,
+    /// Embedded bus: the most records one topic partition holds that some subscribed sink
+    /// has not yet acknowledged. A source writing to a full partition waits (backpressure).
+    #[serde(rename = "embedded.partition.capacity", default = "default_capacity")]
+    #[schemars(range(min = 1))]
+    pub partition_capacity: usize,
+    /// Embedded bus: partitions of a topic created without `topic.creation.default.partitions`.
+    #[serde(rename = "embedded.default.partitions", default = "default_partitions")]
+    #[schemars(range(min = 1))]
+    pub default_partitions: u32,
+    /// Most records handed to one sink `put`.
+    #[serde(rename = "consumer.max.poll.records", default = "default_poll_records")]
+    #[schemars(range(min = 1))]
+    pub max_poll_records: usize,
+    /// This worker's id in statuses (`host:port` in Kafka Connect).
+    #[serde(rename = "worker.id", default = "default_worker_id")]
+    pub worker_id: String,
+}
+
+fn default_offset_file() -> PathBuf {
+    PathBuf::from("data/connect.offsets")
+}
+fn default_flush_interval() -> u64 {
+    10_000
+}
+fn default_graceful() -> u64 {
+    5_000
+}
+fn default_capacity() -> usize {
+    10_000
+}
+fn default_partitions() -> u32 {
+    1
+}
+fn default_poll_records() -> usize {
+    500
+}
+fn default_worker_id() -> String {
+    "standalone".to_string()
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        // Parsing an empty map can only fail if a default were invalid, which tests pin.
+        parse_config(&ConfigMap::new()).unwrap_or_else(|_| WorkerConfig {
+            offset_file: default_offset_file(),
+            offset_flush_interval_ms: default_flush_interval(),
+            shutdown_timeout_ms: default_graceful(),
+            partition_capacity: default_capacity(),
+            default_partitions: default_partitions(),
+            max_poll_records: default_poll_records(),
+            worker_id: default_worker_id(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl WorkerConfig {
+    /// Reads a worker config file: `.properties` files as Java properties, anything else as JSON.
+    pub fn load(path: &Path) -> Result<WorkerConfig, WorkerConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| WorkerConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let map = if path.extension().is_some_and(|e| e == "properties") {
+            crate::placeholders::parse_properties(&text)
+                .map_err(|message| WorkerConfigError::Invalid {
+                    path: shown.clone(),
+                    message,
+                })?
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect()
+        } else {
+            serde_json::from_str::<ConfigMap>(&text).map_err(|e| WorkerConfigError::Invalid {
+                path: shown.clone(),
+                message: format!("invalid JSON (an object of keys to values expected): {e}"),
+            })?
+        };
+        parse_config(&map).map_err(|issues| WorkerConfigError::Invalid {
+            path: shown,
+            message: issues
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let parsed: WorkerConfig = parse_config(&ConfigMap::new()).unwrap();
+        assert_eq!(parsed.offset_flush_interval_ms, 10_000);
+        assert_eq!(parsed.partition_capacity, 10_000);
+    }
+
+    #[test]
+    fn properties_and_json_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let props = dir.path().join("w.properties");
+        std::fs::write(&props, "# comment\noffset.flush.interval.ms=250\noffset.storage.file.filename = /tmp/x.offsets\n").unwrap();
+        let w = WorkerConfig::load(&props).unwrap();
+        assert_eq!(w.offset_flush_interval_ms, 250);
+        assert_eq!(w.offset_file, PathBuf::from("/tmp/x.offsets"));
+
+        let json = dir.path().join("w.json");
+        std::fs::write(&json, r#"{"offset.flush.interval.ms": "nope"}"#).unwrap();
+        let err = WorkerConfig::load(&json).unwrap_err().to_string();
+        assert!(
+            err.contains("w.json") && err.contains("offset.flush.interval.ms"),
+            "{err}"
+        );
+    }
+}
