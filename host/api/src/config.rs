@@ -189,14 +189,13 @@ fn coerce_value(root: &Value, schema: &Value, value: &Value) -> Result<Value, St
                     return Ok(Value::from(u));
                 }
             }
-            if allows("number") {
-                if let Some(n) = trimmed
+            if allows("number")
+                && let Some(n) = trimmed
                     .parse::<f64>()
                     .ok()
                     .and_then(serde_json::Number::from_f64)
-                {
-                    return Ok(Value::Number(n));
-                }
+            {
+                return Ok(Value::Number(n));
             }
             if allows("boolean") {
                 if trimmed.eq_ignore_ascii_case("true") {
@@ -256,15 +255,15 @@ fn describe(types: &[&str]) -> String {
 
 fn check_bounds(schema: &Value, value: &Value) -> Option<String> {
     let n = value.as_f64()?;
-    if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
-        if n < min {
-            return Some(format!("must be at least {min}, got {value}"));
-        }
+    if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+        && n < min
+    {
+        return Some(format!("must be at least {min}, got {value}"));
     }
-    if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
-        if n > max {
-            return Some(format!("must be at most {max}, got {value}"));
-        }
+    if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+        && n > max
+    {
+        return Some(format!("must be at most {max}, got {value}"));
     }
     None
 }

@@ -1,1 +1,286 @@
-fn main() {}
+//! `sluice`: runs Kafka Connect-style connectors declared in JSON.
+
+mod builtins;
+mod progress;
+mod schemas;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice_runtime::validation::{ValidatedConnector, validate_all};
+use sluice_runtime::{ConnectorDefinition, ConnectorProblem, PluginRegistry, RunMode, Worker, WorkerConfig};
+
+/// Exit codes: 0 success; 1 invalid configuration or a start-up error; 2 usage error;
+/// 3 a task failed (with `--drain`, or when the worker stops with failed tasks).
+const EXIT_INVALID: u8 = 1;
+const EXIT_TASK_FAILED: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Runs Kafka Connect-style connectors declared in JSON.")]
+struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Progress {
+    /// A live status line when stderr is a terminal, periodic log lines otherwise.
+    Auto,
+    /// Always the live status line.
+    Always,
+    /// Only log lines.
+    Never,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs connectors in one process with the embedded bus.
+    Standalone {
+        /// Worker config file (JSON or .properties).
+        #[arg(long)]
+        worker: Option<PathBuf>,
+        /// Exit once every source is exhausted and every record is durable.
+        #[arg(long)]
+        drain: bool,
+        #[arg(long, value_enum, default_value_t = Progress::Auto)]
+        progress: Progress,
+        /// Connector files: `{"name": …, "config": {…}}` or a bare config with `name`.
+        #[arg(required = true)]
+        connectors: Vec<PathBuf>,
+    },
+    /// Checks connector files; exits 1 if any has an error (unknown keys only warn).
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Lists the connector, transform and predicate types this binary knows.
+    Plugins,
+    /// Writes one JSON Schema per plugin (plus worker and common connector keys).
+    Schemas {
+        #[arg(long)]
+        out: PathBuf,
+        /// Do not write: exit 1 if the files under --out differ from the generated ones.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let registry = builtins::registry();
+    match cli.command {
+        Command::Standalone {
+            worker,
+            drain,
+            progress,
+            connectors,
+        } => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(EXIT_INVALID);
+                }
+            };
+            runtime.block_on(standalone(registry, worker.as_deref(), drain, progress, &connectors))
+        }
+        Command::Validate { files } => validate(&registry, &files),
+        Command::Plugins => {
+            plugins(&registry);
+            ExitCode::SUCCESS
+        }
+        Command::Schemas { out, check } => schemas_command(&registry, &out, check),
+    }
+}
+
+/// Loads and validates connector files, printing every problem. `None` if any is an error.
+fn load_connectors(registry: &PluginRegistry, files: &[PathBuf]) -> Option<Vec<ValidatedConnector>> {
+    let mut problems: Vec<ConnectorProblem> = Vec::new();
+    let mut definitions = Vec::new();
+    for file in files {
+        match ConnectorDefinition::load(file) {
+            Ok(d) => definitions.push(d),
+            Err(p) => problems.push(p),
+        }
+    }
+    let (more, valid) = validate_all(&definitions, registry);
+    problems.extend(more);
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+    if problems.iter().any(ConnectorProblem::is_error) {
+        None
+    } else {
+        Some(valid)
+    }
+}
+
+fn validate(registry: &PluginRegistry, files: &[PathBuf]) -> ExitCode {
+    match load_connectors(registry, files) {
+        Some(valid) => {
+            println!("{} connector(s) valid", valid.len());
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::from(EXIT_INVALID),
+    }
+}
+
+fn plugins(registry: &PluginRegistry) {
+    println!("{:<15} {:<28} {:<9} ALIASES", "KIND", "CLASS", "VERSION");
+    for (info, _) in registry.all() {
+        println!(
+            "{:<15} {:<28} {:<9} {}",
+            info.kind.as_str(),
+            info.class,
+            info.version,
+            info.aliases.join(", ")
+        );
+    }
+}
+
+fn schemas_command(registry: &PluginRegistry, out: &Path, check: bool) -> ExitCode {
+    if check {
+        match schemas::check(registry, out) {
+            Ok(diffs) if diffs.is_empty() => {
+                println!("schemas in {} are up to date", out.display());
+                ExitCode::SUCCESS
+            }
+            Ok(diffs) => {
+                for d in diffs {
+                    eprintln!("{d}");
+                }
+                eprintln!("run `sluice schemas --out {}` and commit the result", out.display());
+                ExitCode::from(EXIT_INVALID)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_INVALID)
+            }
+        }
+    } else {
+        match schemas::write(registry, out) {
+            Ok(n) => {
+                println!("wrote {n} schemas to {}", out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_INVALID)
+            }
+        }
+    }
+}
+
+async fn standalone(
+    registry: PluginRegistry,
+    worker_file: Option<&Path>,
+    drain: bool,
+    progress: Progress,
+    files: &[PathBuf],
+) -> ExitCode {
+    let config = match worker_file {
+        Some(path) => match WorkerConfig::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        },
+        None => WorkerConfig::default(),
+    };
+    let Some(connectors) = load_connectors(&registry, files) else {
+        return ExitCode::from(EXIT_INVALID);
+    };
+    let mut worker = match Worker::standalone(config, registry) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let metrics = worker.metrics();
+    let tty = match progress {
+        Progress::Auto => std::io::stderr().is_terminal(),
+        Progress::Always => true,
+        Progress::Never => false,
+    };
+    let started = Instant::now();
+    worker.start(connectors);
+    let reporter = progress::spawn(metrics.clone(), tty);
+    let mode = if drain { RunMode::Drain } else { RunMode::UntilStopped };
+    let outcome = worker.run(mode, shutdown_signal()).await;
+    reporter.abort();
+    if tty {
+        eprintln!();
+    }
+    eprintln!(
+        "done in {:.2}s: {}",
+        started.elapsed().as_secs_f64(),
+        progress::summary(&metrics, started.elapsed())
+    );
+    if outcome.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for f in &outcome.failures {
+            eprintln!("connector \"{}\" task {} FAILED: {}", f.connector, f.task, f.trace);
+        }
+        ExitCode::from(EXIT_TASK_FAILED)
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM. A second signal exits at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("second signal: exiting without waiting");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -199,7 +199,7 @@ mod tests {
             )
             .await
             .unwrap();
-        store.commit("b", &[p0.clone()]).await.unwrap();
+        store.commit("b", std::slice::from_ref(&p0)).await.unwrap();
         let reopened = FileOffsetStore::open(&path).unwrap();
         let a = reopened.load("a").await.unwrap();
         assert_eq!(

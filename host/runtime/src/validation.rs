@@ -151,13 +151,13 @@ fn check_sink(common: &CommonConfig, issues: &mut Vec<ConfigIssue>) {
         (None, false) => {}
     }
     // A sink that consumes its own dead letters would wait on itself forever.
-    if let (Some(dlq), Some(filter)) = (&common.dlq_topic, topic_filter(common)) {
-        if filter.matches(dlq) {
-            issues.push(ConfigIssue::error(
-                "errors.deadletterqueue.topic.name",
-                format!("\"{dlq}\" is one of the topics this connector consumes"),
-            ));
-        }
+    if let (Some(dlq), Some(filter)) = (&common.dlq_topic, topic_filter(common))
+        && filter.matches(dlq)
+    {
+        issues.push(ConfigIssue::error(
+            "errors.deadletterqueue.topic.name",
+            format!("\"{dlq}\" is one of the topics this connector consumes"),
+        ));
     }
 }
 

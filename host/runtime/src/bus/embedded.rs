@@ -360,3 +360,186 @@ impl BusConsumer for EmbeddedConsumer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(topic: &str, n: i64) -> Record {
+        Record::new(topic, json!(n))
+    }
+
+    fn names(topics: &[&str]) -> TopicFilter {
+        TopicFilter::Names(topics.iter().map(|t| t.to_string()).collect())
+    }
+
+    fn values(batch: &[Arc<Record>]) -> Vec<i64> {
+        batch
+            .iter()
+            .map(|r| r.value_json().and_then(|v| v.as_i64()).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_record_is_durable_only_when_every_group_acknowledged_it() {
+        let bus = EmbeddedBus::new(100, 1);
+        bus.register_group("a", &names(&["t"]));
+        bus.register_group("b", &names(&["t"]));
+        let mut a = bus.subscribe("a", &names(&["t"]), 0, 1);
+        let mut b = bus.subscribe("b", &names(&["t"]), 0, 1);
+        let ticket = bus.send(record("t", 1), None).await.unwrap();
+        assert!(!ticket.is_durable());
+        let got = a.poll(10, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(values(&got), vec![1]);
+        a.commit(&[Position {
+            topic: "t".into(),
+            partition: 0,
+            next_offset: 1,
+        }])
+        .await
+        .unwrap();
+        assert!(!ticket.is_durable(), "group b has not acknowledged yet");
+        assert!(!bus.is_settled());
+        let got = b.poll(10, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(values(&got), vec![1]);
+        b.commit(&[Position {
+            topic: "t".into(),
+            partition: 0,
+            next_offset: 1,
+        }])
+        .await
+        .unwrap();
+        assert!(ticket.is_durable());
+        assert!(bus.is_settled());
+    }
+
+    #[tokio::test]
+    async fn a_full_partition_makes_the_producer_wait() {
+        let bus = EmbeddedBus::new(3, 1);
+        bus.register_group("g", &names(&["t"]));
+        for n in 0..3 {
+            bus.send(record("t", n), None).await.unwrap();
+        }
+        let blocked =
+            tokio::time::timeout(Duration::from_millis(100), bus.send(record("t", 3), None)).await;
+        assert!(blocked.is_err(), "the fourth send must wait for room");
+        let mut consumer = bus.subscribe("g", &names(&["t"]), 0, 1);
+        let got = consumer.poll(2, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(values(&got), vec![0, 1]);
+        let producer = {
+            let bus = bus.clone();
+            tokio::spawn(async move { bus.send(record("t", 3), None).await.unwrap() })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !producer.is_finished(),
+            "reading alone frees no room; acknowledging does"
+        );
+        consumer
+            .commit(&[Position {
+                topic: "t".into(),
+                partition: 0,
+                next_offset: 2,
+            }])
+            .await
+            .unwrap();
+        let ticket = tokio::time::timeout(Duration::from_secs(5), producer)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!ticket.is_durable());
+    }
+
+    #[tokio::test]
+    async fn unacknowledged_records_are_delivered_again_to_a_new_member() {
+        let bus = EmbeddedBus::new(100, 1);
+        let filter = names(&["t"]);
+        bus.register_group("g", &filter);
+        for n in 0..5 {
+            bus.send(record("t", n), None).await.unwrap();
+        }
+        let mut first = bus.subscribe("g", &filter, 0, 1);
+        let got = first.poll(10, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(values(&got), vec![0, 1, 2, 3, 4]);
+        first
+            .commit(&[Position {
+                topic: "t".into(),
+                partition: 0,
+                next_offset: 2,
+            }])
+            .await
+            .unwrap();
+        drop(first); // the task failed before acknowledging the rest
+        let mut second = bus.subscribe("g", &filter, 0, 1);
+        let got = second.poll(10, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(values(&got), vec![2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn keyed_records_keep_their_partition_and_order() {
+        let bus = EmbeddedBus::new(1000, 4);
+        let filter = names(&["t"]);
+        bus.register_group("g", &filter);
+        for n in 0..200 {
+            let mut r = record("t", n);
+            r.key = Some(sluice_api::Payload::Json(json!(n % 7)));
+            bus.send(r, None).await.unwrap();
+        }
+        let mut consumer = bus.subscribe("g", &filter, 0, 1);
+        let mut by_key: BTreeMap<i64, (i32, i64)> = BTreeMap::new();
+        let mut total = 0;
+        while total < 200 {
+            let got = consumer
+                .poll(1000, Duration::from_millis(100))
+                .await
+                .unwrap();
+            assert!(!got.is_empty());
+            for r in got {
+                let key = r.key_json().unwrap().as_i64().unwrap();
+                let value = r.value_json().unwrap().as_i64().unwrap();
+                let partition = r.partition.unwrap();
+                assert_eq!(partition, partition_for_key(key.to_string().as_bytes(), 4));
+                if let Some((p, last)) = by_key.insert(key, (partition, value)) {
+                    assert_eq!(p, partition);
+                    assert!(value > last, "key {key}: {value} after {last}");
+                }
+                total += 1;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_topic_without_subscribers_discards_and_never_blocks() {
+        let bus = EmbeddedBus::new(1, 1);
+        for n in 0..10 {
+            let ticket = bus.send(record("nobody", n), None).await.unwrap();
+            assert!(ticket.is_durable());
+        }
+        assert!(bus.is_settled());
+    }
+
+    #[tokio::test]
+    async fn members_split_partitions_and_regex_groups_see_new_topics() {
+        let bus = EmbeddedBus::new(100, 4);
+        let filter = TopicFilter::Pattern(regex::Regex::new("dlq-.*").unwrap());
+        bus.register_group("g", &filter);
+        let mut m0 = bus.subscribe("g", &filter, 0, 2);
+        let mut m1 = bus.subscribe("g", &filter, 1, 2);
+        for n in 0..40 {
+            let mut r = record("dlq-a", n);
+            r.partition = Some((n % 4) as i32);
+            bus.send(r, None).await.unwrap();
+        }
+        let a = m0.poll(100, Duration::from_millis(100)).await.unwrap();
+        let b = m1.poll(100, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(a.len() + b.len(), 40);
+        assert!(
+            !a.is_empty() && !b.is_empty(),
+            "both members own partitions"
+        );
+        let pa: std::collections::BTreeSet<i32> = a.iter().map(|r| r.partition.unwrap()).collect();
+        let pb: std::collections::BTreeSet<i32> = b.iter().map(|r| r.partition.unwrap()).collect();
+        assert!(pa.is_disjoint(&pb));
+    }
+}

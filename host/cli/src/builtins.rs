@@ -1,0 +1,13 @@
+//! The one place that names the built-in plugins.
+
+use std::sync::Arc;
+
+use sluice_runtime::PluginRegistry;
+
+pub fn registry() -> PluginRegistry {
+    let mut registry = PluginRegistry::new();
+    registry
+        .add_source(Arc::new(sluice_simulator::SimulatorPlugin))
+        .add_sink(Arc::new(sluice_file::FileSinkPlugin));
+    registry
+}
