@@ -269,3 +269,169 @@ impl TransformChain {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use sluice_api::{Plugin, PluginInfo, PluginKind};
+
+    /// Multiplies `value` by `factor`; fails on a non-number.
+    struct Times;
+    struct TimesTransform(i64);
+    /// True when the value is even.
+    struct Even;
+    struct EvenPredicate;
+
+    fn info(class: &str, kind: PluginKind) -> PluginInfo {
+        PluginInfo {
+            class: class.into(),
+            aliases: vec![],
+            kind,
+            version: "0".into(),
+            description: String::new(),
+        }
+    }
+
+    impl Plugin for Times {
+        fn info(&self) -> PluginInfo {
+            info("Times", PluginKind::Transform)
+        }
+        fn config_schema(&self) -> Value {
+            json!({})
+        }
+        fn validate(&self, config: &ConfigMap) -> Vec<ConfigIssue> {
+            match config.get("factor") {
+                Some(_) => vec![],
+                None => vec![ConfigIssue::error("factor", "is required but missing")],
+            }
+        }
+    }
+    impl TransformPlugin for Times {
+        fn create(&self, config: &ConfigMap) -> Result<Box<dyn Transform>, ConnectError> {
+            let factor = config["factor"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1);
+            Ok(Box::new(TimesTransform(factor)))
+        }
+    }
+    impl Transform for TimesTransform {
+        fn apply(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), ConnectError> {
+            let n = record
+                .value_json()
+                .and_then(Value::as_i64)
+                .ok_or_else(|| ConnectError::data("not a number"))?;
+            record.value = Some(sluice_api::Payload::Json(json!(n * self.0)));
+            out.push(record);
+            Ok(())
+        }
+    }
+    impl Plugin for Even {
+        fn info(&self) -> PluginInfo {
+            info("Even", PluginKind::Predicate)
+        }
+        fn config_schema(&self) -> Value {
+            json!({})
+        }
+        fn validate(&self, _: &ConfigMap) -> Vec<ConfigIssue> {
+            vec![]
+        }
+    }
+    impl PredicatePlugin for Even {
+        fn create(&self, _: &ConfigMap) -> Result<Box<dyn Predicate>, ConnectError> {
+            Ok(Box::new(EvenPredicate))
+        }
+    }
+    impl Predicate for EvenPredicate {
+        fn test(&self, record: &Record) -> Result<bool, ConnectError> {
+            Ok(record
+                .value_json()
+                .and_then(Value::as_i64)
+                .is_some_and(|n| n % 2 == 0))
+        }
+    }
+
+    fn registry() -> PluginRegistry {
+        let mut r = PluginRegistry::new();
+        r.add_transform(Arc::new(Times))
+            .add_predicate(Arc::new(Even));
+        r
+    }
+
+    fn config(pairs: &[(&str, &str)]) -> ConfigMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect()
+    }
+
+    fn run(chain: &mut TransformChain, n: i64) -> Result<Vec<i64>, ChainError> {
+        let mut out = Vec::new();
+        chain.apply(Record::new("t", json!(n)), &mut out)?;
+        Ok(out
+            .iter()
+            .map(|r| r.value_json().unwrap().as_i64().unwrap())
+            .collect())
+    }
+
+    #[test]
+    fn steps_run_in_order_and_predicates_gate_them() {
+        let c = config(&[
+            ("transforms", "double,tenfold"),
+            ("transforms.double.type", "Times"),
+            ("transforms.double.factor", "2"),
+            ("transforms.tenfold.type", "Times"),
+            ("transforms.tenfold.factor", "10"),
+            ("transforms.tenfold.predicate", "even"),
+            ("transforms.tenfold.negate", "true"),
+            ("predicates", "even"),
+            ("predicates.even.type", "Even"),
+        ]);
+        assert!(validate(&c, &registry()).is_empty());
+        let mut chain = TransformChain::build(&c, &registry()).unwrap();
+        // 3 → 6 (double) → even, and negate=true means "apply when NOT even": stays 6.
+        assert_eq!(run(&mut chain, 3).unwrap(), vec![6]);
+        let err = chain
+            .apply(Record::new("t", json!("x")), &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(err.alias, "double");
+    }
+
+    #[test]
+    fn declaration_problems_name_the_full_key() {
+        let c = config(&[
+            ("transforms", "a,b,c"),
+            ("transforms.a.type", "Nope"),
+            ("transforms.b.type", "Times"),
+            ("transforms.c.type", "Times"),
+            ("transforms.c.factor", "1"),
+            ("transforms.c.predicate", "missing"),
+            ("transforms.zz.type", "Times"),
+        ]);
+        let issues = validate(&c, &registry());
+        let text: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().any(
+                |t| t.starts_with("key \"transforms.a.type\": unknown transform type \"Nope\"")
+            ),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("key \"transforms.b.factor\"")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("key \"transforms.c.predicate\"")),
+            "{text:?}"
+        );
+        let zz = issues
+            .iter()
+            .find(|i| i.key.as_deref() == Some("transforms.zz.type"))
+            .unwrap();
+        assert_eq!(zz.severity, sluice_api::Severity::Warning);
+        assert!(TransformChain::build(&c, &registry()).is_err());
+    }
+}
