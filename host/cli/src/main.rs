@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice_runtime::validation::{ValidatedConnector, validate_all};
-use sluice_runtime::{ConnectorDefinition, ConnectorProblem, PluginRegistry, RunMode, Worker, WorkerConfig};
+use sluice_runtime::{
+    ConnectorDefinition, ConnectorProblem, PluginRegistry, RunMode, Worker, WorkerConfig,
+};
 
 /// Exit codes: 0 success; 1 invalid configuration or a start-up error; 2 usage error;
 /// 3 a task failed (with `--drain`, or when the worker stops with failed tasks).
@@ -19,7 +21,11 @@ const EXIT_INVALID: u8 = 1;
 const EXIT_TASK_FAILED: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Runs Kafka Connect-style connectors declared in JSON.")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Runs Kafka Connect-style connectors declared in JSON."
+)]
 struct Cli {
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -100,14 +106,23 @@ fn main() -> ExitCode {
             progress,
             connectors,
         } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");
                     return ExitCode::from(EXIT_INVALID);
                 }
             };
-            runtime.block_on(standalone(registry, worker.as_deref(), drain, progress, &connectors))
+            runtime.block_on(standalone(
+                registry,
+                worker.as_deref(),
+                drain,
+                progress,
+                &connectors,
+            ))
         }
         Command::Validate { files } => validate(&registry, &files),
         Command::Plugins => {
@@ -119,7 +134,10 @@ fn main() -> ExitCode {
 }
 
 /// Loads and validates connector files, printing every problem. `None` if any is an error.
-fn load_connectors(registry: &PluginRegistry, files: &[PathBuf]) -> Option<Vec<ValidatedConnector>> {
+fn load_connectors(
+    registry: &PluginRegistry,
+    files: &[PathBuf],
+) -> Option<Vec<ValidatedConnector>> {
     let mut problems: Vec<ConnectorProblem> = Vec::new();
     let mut definitions = Vec::new();
     for file in files {
@@ -174,7 +192,10 @@ fn schemas_command(registry: &PluginRegistry, out: &Path, check: bool) -> ExitCo
                 for d in diffs {
                     eprintln!("{d}");
                 }
-                eprintln!("run `sluice schemas --out {}` and commit the result", out.display());
+                eprintln!(
+                    "run `sluice schemas --out {}` and commit the result",
+                    out.display()
+                );
                 ExitCode::from(EXIT_INVALID)
             }
             Err(e) => {
@@ -232,7 +253,11 @@ async fn standalone(
     let started = Instant::now();
     worker.start(connectors);
     let reporter = progress::spawn(metrics.clone(), tty);
-    let mode = if drain { RunMode::Drain } else { RunMode::UntilStopped };
+    let mode = if drain {
+        RunMode::Drain
+    } else {
+        RunMode::UntilStopped
+    };
     let outcome = worker.run(mode, shutdown_signal()).await;
     reporter.abort();
     if tty {
@@ -247,7 +272,10 @@ async fn standalone(
         ExitCode::SUCCESS
     } else {
         for f in &outcome.failures {
-            eprintln!("connector \"{}\" task {} FAILED: {}", f.connector, f.task, f.trace);
+            eprintln!(
+                "connector \"{}\" task {} FAILED: {}",
+                f.connector, f.task, f.trace
+            );
         }
         ExitCode::from(EXIT_TASK_FAILED)
     }

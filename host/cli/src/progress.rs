@@ -18,7 +18,11 @@ fn human(n: f64) -> String {
 
 fn describe(name: &str, is_source: bool, now: &MetricsSnapshot, rate: f64) -> String {
     let verb = if is_source { "sent" } else { "written" };
-    let mut line = format!("{name}: {} {verb} ({}/s)", human(now.records_out as f64), human(rate));
+    let mut line = format!(
+        "{name}: {} {verb} ({}/s)",
+        human(now.records_out as f64),
+        human(rate)
+    );
     if now.errors > 0 {
         line.push_str(&format!(", {} errors", now.errors));
     }
@@ -31,7 +35,11 @@ fn describe(name: &str, is_source: bool, now: &MetricsSnapshot, rate: f64) -> St
 /// Reports until the returned handle is aborted.
 pub fn spawn(metrics: Arc<MetricsRegistry>, tty: bool) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let every = if tty { Duration::from_millis(500) } else { Duration::from_secs(10) };
+        let every = if tty {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(10)
+        };
         let mut previous = metrics.snapshot();
         let mut last = Instant::now();
         loop {
