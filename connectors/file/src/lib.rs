@@ -170,7 +170,7 @@ impl SinkTask for FileSinkTask {
         Ok(())
     }
 
-    async fn put(&mut self, records: &[Record]) -> Result<PutResult, ConnectError> {
+    async fn put(&mut self, records: &[Arc<Record>]) -> Result<PutResult, ConnectError> {
         if records.is_empty() {
             return Ok(PutResult::default());
         }
@@ -210,7 +210,7 @@ impl SinkTask for FileSinkTask {
 
 /// Renders every record as one line into `buf` (cleared first). A record that cannot be
 /// rendered is left out and reported; with JSON values that does not happen.
-fn render_batch(buf: &mut Vec<u8>, format: FileSinkFormat, records: &[Record]) -> PutResult {
+fn render_batch(buf: &mut Vec<u8>, format: FileSinkFormat, records: &[Arc<Record>]) -> PutResult {
     let mut result = PutResult::default();
     buf.clear();
     for (index, record) in records.iter().enumerate() {
@@ -557,6 +557,7 @@ mod tests {
     /// Starts a sink, puts `records`, flushes, stops, and returns the file's lines.
     async fn write(file: &Path, format: &str, records: Vec<Record>) -> Vec<String> {
         let mut task = started(file, format).await;
+        let records: Vec<Arc<Record>> = records.into_iter().map(Arc::new).collect();
         let result = task.put(&records).await.unwrap();
         assert!(result.failed.is_empty(), "{result:?}");
         task.flush().await.unwrap();
@@ -609,7 +610,7 @@ mod tests {
         cfg.remove("format");
         let mut task = FileSinkPlugin.create_task(&cfg).unwrap();
         task.start(context()).await.unwrap();
-        task.put(&[Record::new("t", json!({"k": "v"}))])
+        task.put(&[Arc::new(Record::new("t", json!({"k": "v"})))])
             .await
             .unwrap();
         task.flush().await.unwrap();
@@ -778,13 +779,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("out.jsonl");
         let mut task = started(&file, "value").await;
-        task.put(&[Record::new("t", json!(1)), Record::new("t", json!(2))])
-            .await
-            .unwrap();
+        task.put(&[
+            Arc::new(Record::new("t", json!(1))),
+            Arc::new(Record::new("t", json!(2))),
+        ])
+        .await
+        .unwrap();
         task.flush().await.unwrap();
         task.put(&[]).await.unwrap();
         task.flush().await.unwrap();
-        task.put(&[Record::new("t", json!(3))]).await.unwrap();
+        task.put(&[Arc::new(Record::new("t", json!(3)))])
+            .await
+            .unwrap();
         task.stop().await.unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "1\n2\n3\n");
     }
@@ -795,7 +801,10 @@ mod tests {
         let file = dir.path().join("out.jsonl");
         let mut task = FileSinkPlugin.create_task(&config(&file, "value")).unwrap();
         task.flush().await.unwrap();
-        let err = task.put(&[Record::new("t", json!(1))]).await.unwrap_err();
+        let err = task
+            .put(&[Arc::new(Record::new("t", json!(1)))])
+            .await
+            .unwrap_err();
         assert!(err.message().contains("not started"), "{err}");
         task.stop().await.unwrap();
     }
@@ -892,7 +901,7 @@ mod tests {
         let file = dir.path().join("out.jsonl");
         let mut task = FileSinkPlugin.create_task(&config(&file, "value")).unwrap();
         now(task.start(context())).unwrap();
-        now(task.put(&[Record::new("t", json!(5))])).unwrap();
+        now(task.put(&[Arc::new(Record::new("t", json!(5)))])).unwrap();
         now(task.flush()).unwrap();
         now(task.stop()).unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "5\n");

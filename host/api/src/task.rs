@@ -2,6 +2,8 @@
 //! (except through [`Transform`], which is pure and in-process), and every call that may do
 //! I/O is async.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::{ConnectError, Record, SourceOffset, SourceRecord};
@@ -83,8 +85,10 @@ pub trait SinkTask: Send {
     /// A record the sink cannot accept because of its data is returned in
     /// [`PutResult::failed`] (the rest of the batch still counts as accepted); an `Err`
     /// means the whole batch was not accepted (and, if retriable, will be put again,
-    /// which is why the batch is lent rather than given).
-    async fn put(&mut self, records: &[Record]) -> Result<PutResult, ConnectError>;
+    /// which is why the batch is lent rather than given). Records are shared (`Arc`): the
+    /// bus may still hold them for redelivery or for other sinks, so passing them on
+    /// costs no copy.
+    async fn put(&mut self, records: &[Arc<Record>]) -> Result<PutResult, ConnectError>;
 
     /// Makes everything accepted so far durable. After it returns `Ok`, the worker commits
     /// the offsets of those records.

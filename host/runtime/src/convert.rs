@@ -24,6 +24,18 @@ impl Converter {
         }
     }
 
+    /// Whether `to_connect` would hand this payload back unchanged, so a record made only
+    /// of such payloads can be passed to the sink as it sits on the bus, without a copy.
+    pub fn passes_through(&self, payload: &Option<Payload>) -> bool {
+        match (self.class, payload) {
+            (_, None) => true,
+            (ConverterClass::Json, Some(Payload::Json(_))) => !self.schemas_enable,
+            (ConverterClass::String, Some(Payload::Json(Value::String(_)))) => true,
+            (ConverterClass::ByteArray, Some(Payload::Bytes(_))) => true,
+            _ => false,
+        }
+    }
+
     /// Sink side: what the bus carried → what the sink task is given.
     pub fn to_connect(&self, payload: Option<Payload>) -> Result<Option<Payload>, ConnectError> {
         let Some(payload) = payload else {
@@ -108,6 +120,34 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), sluice_api::ErrorKind::Data);
         assert_eq!(c.to_connect(None).unwrap(), None);
+    }
+
+    #[test]
+    fn pass_through_is_exactly_when_to_connect_changes_nothing() {
+        let payloads = [
+            None,
+            Some(Payload::Json(json!({"a": 1}))),
+            Some(Payload::Json(json!("s"))),
+            Some(Payload::Bytes(b"{}".to_vec())),
+        ];
+        for class in [
+            ConverterClass::Json,
+            ConverterClass::String,
+            ConverterClass::ByteArray,
+        ] {
+            for schemas in [false, true] {
+                let c = Converter::new(class, schemas);
+                for p in &payloads {
+                    if c.passes_through(p) {
+                        assert_eq!(
+                            c.to_connect(p.clone()).ok(),
+                            Some(p.clone()),
+                            "{class:?} {schemas} {p:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

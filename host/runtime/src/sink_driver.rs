@@ -1,7 +1,6 @@
 //! Runs one sink task: bus → converters → transforms → put, and after `flush` succeeds,
 //! acknowledges the consumed positions (which is what makes them durable for sources).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,8 @@ struct SinkRun {
     value_converter: Converter,
     operator: RetryOperator,
     /// Next offset per partition consumed since the last acknowledgement.
-    unacked: BTreeMap<(String, i32), i64>,
+    /// (A sink reads few partitions, so a list beats a map keyed by an owned topic name.)
+    unacked: Vec<Position>,
     unacked_count: usize,
     /// Dead letters sent since the last acknowledgement; they must be durable first.
     dead_letters: Vec<Ticket>,
@@ -95,7 +95,7 @@ async fn start(env: &TaskEnv) -> Result<SinkRun, ConnectError> {
             env.connector.name(),
             env.task_id,
         ),
-        unacked: BTreeMap::new(),
+        unacked: Vec::new(),
         unacked_count: 0,
         dead_letters: Vec::new(),
         last_flush: Instant::now(),
@@ -142,15 +142,34 @@ impl SinkRun {
         stop: &mut StopSignal,
     ) -> Result<(), Failure> {
         ConnectorMetrics::add(&self.metrics().records_in, batch.len() as u64);
-        let mut good: Vec<Record> = Vec::with_capacity(batch.len());
+        let mut good: Vec<Arc<Record>> = Vec::with_capacity(batch.len());
         let mut origin: Vec<usize> = Vec::with_capacity(batch.len());
         let mut outputs = Vec::new();
         for (index, record) in batch.iter().enumerate() {
             if let (Some(p), Some(o)) = (record.partition, record.offset) {
-                let next = self.unacked.entry((record.topic.clone(), p)).or_insert(0);
-                *next = (*next).max(o + 1);
+                match self
+                    .unacked
+                    .iter_mut()
+                    .find(|u| u.partition == p && u.topic == record.topic)
+                {
+                    Some(u) => u.next_offset = u.next_offset.max(o + 1),
+                    None => self.unacked.push(Position {
+                        topic: record.topic.clone(),
+                        partition: p,
+                        next_offset: o + 1,
+                    }),
+                }
             }
             let (chain, kc, vc) = (&mut self.chain, self.key_converter, self.value_converter);
+            if chain.is_empty()
+                && kc.passes_through(&record.key)
+                && vc.passes_through(&record.value)
+            {
+                // Nothing would change it: hand the sink the record the bus holds.
+                good.push(record.clone());
+                origin.push(index);
+                continue;
+            }
             let result = self
                 .operator
                 .run(stop, || {
@@ -161,7 +180,7 @@ impl SinkRun {
             match result {
                 Ok(()) => {
                     origin.extend(std::iter::repeat_n(index, outputs.len()));
-                    good.append(&mut outputs);
+                    good.extend(outputs.drain(..).map(Arc::new));
                 }
                 Err((mut failure, attempts)) => {
                     failure.attempts = attempts;
@@ -265,14 +284,7 @@ impl SinkRun {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let positions: Vec<Position> = std::mem::take(&mut self.unacked)
-            .into_iter()
-            .map(|((topic, partition), next_offset)| Position {
-                topic,
-                partition,
-                next_offset,
-            })
-            .collect();
+        let positions = std::mem::take(&mut self.unacked);
         self.consumer.commit(&positions).await.map_err(|e| {
             Failure::new(
                 Stage::TaskFlush,

@@ -86,15 +86,17 @@ impl PartitionLog {
         }
     }
 
-    /// Drops what every group acknowledged and moves the durability mark.
-    fn settle(&self, inner: &mut LogInner) {
+    /// Removes what every group acknowledged and moves the durability mark. Returns the
+    /// removed records so the caller drops them after releasing the lock: freeing
+    /// thousands of records must not hold up producers.
+    fn settle(&self, inner: &mut LogInner) -> Vec<Arc<Record>> {
         let durable = inner.acked.values().copied().min().unwrap_or(inner.end);
-        let mut trimmed = false;
-        while inner.base < durable && !inner.records.is_empty() {
-            inner.records.pop_front();
-            inner.base += 1;
-            trimmed = true;
-        }
+        let count = usize::try_from(durable - inner.base)
+            .unwrap_or(0)
+            .min(inner.records.len());
+        let removed: Vec<Arc<Record>> = inner.records.drain(..count).collect();
+        inner.base += count as i64;
+        let trimmed = count > 0;
         if inner.records.is_empty() {
             inner.base = inner.end.min(durable.max(inner.base));
         }
@@ -102,6 +104,7 @@ impl PartitionLog {
         if trimmed {
             self.space.notify_waiters();
         }
+        removed
     }
 }
 
@@ -352,10 +355,13 @@ impl BusConsumer for EmbeddedConsumer {
             else {
                 continue;
             };
-            let mut inner = lock(&slot.log.inner);
-            let acked = inner.acked.entry(self.group.clone()).or_insert(0);
-            *acked = (*acked).max(position.next_offset);
-            slot.log.settle(&mut inner);
+            let removed = {
+                let mut inner = lock(&slot.log.inner);
+                let acked = inner.acked.entry(self.group.clone()).or_insert(0);
+                *acked = (*acked).max(position.next_offset);
+                slot.log.settle(&mut inner)
+            };
+            drop(removed);
         }
         Ok(())
     }
