@@ -321,3 +321,74 @@ fn with_tolerance_none_the_task_fails_and_the_process_says_so() {
     assert!(read_lines(&s.path("good.jsonl")).len() < 20_000);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn a_failed_task_is_restarted_with_backoff_when_asked_and_nothing_is_lost() {
+    let s = Scratch::new();
+    s.worker(1_000);
+    // The sink's file is a directory at first, so its task fails on start.
+    let out = s.path("blocked.jsonl");
+    std::fs::create_dir(&out).unwrap();
+    let source = s.connector("sim", simulator("t", 5_000));
+    let mut sink = file_sink("t", &out, "envelope");
+    sink["task.restart.policy"] = json!("backoff");
+    sink["task.restart.backoff.max.ms"] = json!("300");
+    let sink = s.connector("file", sink);
+    let child = s
+        .standalone(true, &[&source, &sink])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1_500));
+    std::fs::remove_dir(&out).unwrap(); // the operator fixes the cause
+    let output = child.wait_with_output().unwrap();
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("restarting failed task"), "{err}");
+    let ids: BTreeSet<(u64, u64)> = read_lines(&out).iter().map(task_seq).collect();
+    assert_eq!(ids.len(), 5_000);
+}
+
+#[test]
+fn without_a_restart_policy_a_failed_sink_fails_the_drain() {
+    let s = Scratch::new();
+    s.worker(1_000);
+    let out = s.path("blocked.jsonl");
+    std::fs::create_dir(&out).unwrap();
+    let source = s.connector("sim", simulator("t", 5_000));
+    let sink = s.connector("file", file_sink("t", &out, "envelope"));
+    let output = s.run(true, &[&source, &sink]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("connector \"file\" task 0 FAILED"),
+        "{}",
+        stderr(&output)
+    );
+    // Nothing was durable, so nothing was committed.
+    assert!(!s.offsets().contains_key("sim"), "{:?}", s.offsets());
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let s = Scratch::new();
+    s.worker(1_000);
+    let source = s.connector("sim", simulator("t", 10));
+    let sink = s.connector("file", file_sink("t", &s.path("o.jsonl"), "value"));
+    let output = s
+        .standalone(true, &[&source, &sink])
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let err = stderr(&output);
+    let logs: Vec<Value> = err
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["fields"]["message"] == "starting connector"),
+        "no JSON log line for the start: {err}"
+    );
+}

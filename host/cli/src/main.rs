@@ -91,12 +91,46 @@ enum Command {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let tty = std::io::stderr().is_terminal();
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(tty)
+            .with_writer(ClearLineStderr(tty))
+            .init(),
+        LogFormat::Json => builder.json().with_writer(std::io::stderr).init(),
+    }
+}
+
+/// Stderr for log lines; on a terminal each line first erases the live progress line, so
+/// the two never run into each other (the progress line is redrawn on its next tick).
+#[derive(Clone, Copy)]
+struct ClearLineStderr(bool);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ClearLineStderr {
+    type Writer = ClearLineWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        ClearLineWriter { clear: self.0 }
+    }
+}
+
+struct ClearLineWriter {
+    clear: bool,
+}
+
+impl std::io::Write for ClearLineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        if std::mem::take(&mut self.clear) {
+            err.write_all(b"\r\x1b[K")?;
+        }
+        err.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 
@@ -257,7 +291,7 @@ async fn standalone(
     };
     let started = Instant::now();
     worker.start(connectors);
-    let reporter = progress::spawn(metrics.clone(), tty);
+    let reporter = progress::spawn(metrics.clone(), worker.status(), tty);
     let mode = if drain {
         RunMode::Drain
     } else {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_runtime::metrics::{MetricsRegistry, MetricsSnapshot};
+use sluice_runtime::status::{StatusStore, TaskState};
 
 fn human(n: f64) -> String {
     if n >= 1_000_000.0 {
@@ -13,6 +14,26 @@ fn human(n: f64) -> String {
         format!("{:.1}k", n / 1_000.0)
     } else {
         format!("{n:.0}")
+    }
+}
+
+/// Tasks that are not simply running, and how often they were restarted.
+fn task_states(status: &dyn StatusStore, connector: &str) -> String {
+    let mut notes = Vec::new();
+    let mut restarts = 0;
+    for (task, s) in status.tasks(connector) {
+        restarts += s.restarts;
+        if matches!(s.state, TaskState::Failed | TaskState::Restarting) {
+            notes.push(format!("task {task} {}", s.state.as_str()));
+        }
+    }
+    if restarts > 0 {
+        notes.push(format!("{restarts} restarts"));
+    }
+    if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", notes.join(", "))
     }
 }
 
@@ -33,7 +54,11 @@ fn describe(name: &str, is_source: bool, now: &MetricsSnapshot, rate: f64) -> St
 }
 
 /// Reports until the returned handle is aborted.
-pub fn spawn(metrics: Arc<MetricsRegistry>, tty: bool) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    metrics: Arc<MetricsRegistry>,
+    status: Arc<dyn StatusStore>,
+    tty: bool,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let every = if tty {
             Duration::from_millis(500)
@@ -55,7 +80,7 @@ pub fn spawn(metrics: Arc<MetricsRegistry>, tty: bool) -> tokio::task::JoinHandl
                         .find(|(n, _, _)| n == name)
                         .map_or(0, |(_, _, s)| s.records_out);
                     let rate = now.records_out.saturating_sub(before) as f64 / elapsed;
-                    describe(name, *is_source, now, rate)
+                    describe(name, *is_source, now, rate) + &task_states(status.as_ref(), name)
                 })
                 .collect();
             previous = current;

@@ -16,6 +16,8 @@ use crate::stop::StopSignal;
 /// Where in a task an error happened, named as in Kafka Connect's `__connect.errors.stage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// Creating or starting the task (config, placeholders, the plugin's own start).
+    TaskStart,
     KeyConverter,
     ValueConverter,
     Transformation,
@@ -28,6 +30,7 @@ pub enum Stage {
 impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
+            Stage::TaskStart => "TASK_START",
             Stage::KeyConverter => "KEY_CONVERTER",
             Stage::ValueConverter => "VALUE_CONVERTER",
             Stage::Transformation => "TRANSFORMATION",
