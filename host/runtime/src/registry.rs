@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use sluice_api::{
-    Plugin, PluginInfo, PredicatePlugin, SinkConnector, SourceConnector, TransformPlugin,
+    ConfigMap, ConnectError, Plugin, PluginInfo, PredicatePlugin, SinkConnector, SourceConnector,
+    TransformPlugin,
 };
 
 /// A connector plugin of either direction.
@@ -14,6 +15,17 @@ pub enum ConnectorPlugin {
 }
 
 impl ConnectorPlugin {
+    pub fn task_configs(
+        &self,
+        config: &ConfigMap,
+        max_tasks: u32,
+    ) -> Result<Vec<ConfigMap>, ConnectError> {
+        match self {
+            ConnectorPlugin::Source(p) => p.task_configs(config, max_tasks),
+            ConnectorPlugin::Sink(p) => p.task_configs(config, max_tasks),
+        }
+    }
+
     pub fn as_plugin(&self) -> &dyn Plugin {
         match self {
             ConnectorPlugin::Source(p) => p.as_ref(),

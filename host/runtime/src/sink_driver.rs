@@ -11,10 +11,10 @@ use crate::chain::TransformChain;
 use crate::convert::Converter;
 use crate::metrics::ConnectorMetrics;
 use crate::registry::ConnectorPlugin;
-use crate::source_driver::{converter_name, join_issues};
+use crate::source_driver::converter_name;
 use crate::stop::StopSignal;
 use crate::tolerance::{Disposition, ErrorPolicy, Failure, RetryOperator, Stage};
-use crate::worker::TaskEnv;
+use crate::worker::{TaskEnv, TaskSetup};
 
 /// The consumer group of a sink connector, as in Kafka Connect.
 pub fn group_id(connector: &str) -> String {
@@ -64,13 +64,13 @@ async fn start(env: &TaskEnv) -> Result<SinkRun, ConnectError> {
     let ConnectorPlugin::Sink(plugin) = &env.connector.plugin else {
         return Err(ConnectError::fatal("not a sink connector"));
     };
-    let (resolved, common) = crate::validation::resolve_common(&env.connector.definition.config)
-        .map_err(|issues| ConnectError::config(join_issues(&issues)))?;
-    let task_configs = plugin.task_configs(&resolved, common.tasks_max)?;
-    let task_config = task_configs.get(env.task_id as usize).ok_or_else(|| {
-        ConnectError::config(format!("the connector has no task {}", env.task_id))
-    })?;
-    let mut task = plugin.create_task(task_config)?;
+    let TaskSetup {
+        resolved,
+        common,
+        task_config,
+        task_count,
+    } = env.setup()?;
+    let mut task = plugin.create_task(&task_config)?;
     let chain = TransformChain::build(&resolved, &env.registry)?;
     task.start(SinkTaskContext {
         connector: env.connector.name().to_string(),
@@ -81,7 +81,7 @@ async fn start(env: &TaskEnv) -> Result<SinkRun, ConnectError> {
         &group_id(env.connector.name()),
         &env.connector.topic_filter(),
         env.task_id,
-        task_configs.len() as u32,
+        task_count as u32,
     );
     Ok(SinkRun {
         env: env.clone(),

@@ -18,7 +18,7 @@ use crate::metrics::ConnectorMetrics;
 use crate::registry::ConnectorPlugin;
 use crate::stop::StopSignal;
 use crate::tolerance::{Disposition, ErrorPolicy, Failure, RetryOperator, Stage};
-use crate::worker::TaskEnv;
+use crate::worker::{TaskEnv, TaskSetup};
 
 /// What a source task has shown the worker, for `--drain`.
 #[derive(Debug, Default)]
@@ -114,13 +114,13 @@ async fn start(env: &TaskEnv) -> Result<SourceRun, ConnectError> {
     let ConnectorPlugin::Source(plugin) = &env.connector.plugin else {
         return Err(ConnectError::fatal("not a source connector"));
     };
-    let (resolved, common) = crate::validation::resolve_common(&env.connector.definition.config)
-        .map_err(|issues| ConnectError::config(join_issues(&issues)))?;
-    let task_configs = plugin.task_configs(&resolved, common.tasks_max)?;
-    let task_config = task_configs.get(env.task_id as usize).ok_or_else(|| {
-        ConnectError::config(format!("the connector has no task {}", env.task_id))
-    })?;
-    let mut task = plugin.create_task(task_config)?;
+    let TaskSetup {
+        resolved,
+        common,
+        task_config,
+        ..
+    } = env.setup()?;
+    let mut task = plugin.create_task(&task_config)?;
     let chain = TransformChain::build(&resolved, &env.registry)?;
     let committed = env
         .offsets
@@ -149,14 +149,6 @@ async fn start(env: &TaskEnv) -> Result<SourceRun, ConnectError> {
         last_commit: Instant::now(),
         outputs: Vec::new(),
     })
-}
-
-pub(crate) fn join_issues(issues: &[sluice_api::ConfigIssue]) -> String {
-    issues
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 impl SourceRun {

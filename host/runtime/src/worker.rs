@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use sluice_api::{ConfigMap, ConnectError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::bus::{Bus, EmbeddedBus};
+use crate::connector::CommonConfig;
 use crate::connector::RestartPolicy;
 use crate::metrics::{ConnectorMetrics, MetricsRegistry};
 use crate::offsets::{FileOffsetStore, OffsetStore, OffsetStoreError};
-use crate::registry::{ConnectorPlugin, PluginRegistry};
+use crate::registry::PluginRegistry;
 use crate::sink_driver::{self, group_id};
 use crate::source_driver::{self, SourceProgress};
 use crate::status::{MemoryStatusStore, StatusStore, TaskState, TaskStatus};
@@ -31,6 +33,51 @@ pub struct TaskEnv {
     pub offsets: Arc<dyn OffsetStore>,
     pub metrics: Arc<ConnectorMetrics>,
     pub worker: Arc<WorkerConfig>,
+}
+
+/// What a task starts from: its connector's config with placeholders resolved, the
+/// runtime's keys parsed from it, and the plugin's config for this one task.
+pub struct TaskSetup {
+    pub resolved: ConfigMap,
+    pub common: CommonConfig,
+    pub task_config: ConfigMap,
+    pub task_count: usize,
+}
+
+impl TaskEnv {
+    /// Resolves placeholders now (each start sees current secrets) and asks the plugin
+    /// for this task's config.
+    pub fn setup(&self) -> Result<TaskSetup, ConnectError> {
+        let (resolved, common) =
+            crate::validation::resolve_common(&self.connector.definition.config)
+                .map_err(|issues| ConnectError::config(join_issues(&issues)))?;
+        let mut configs = self
+            .connector
+            .plugin
+            .task_configs(&resolved, common.tasks_max)?;
+        let task_count = configs.len();
+        let index = self.task_id as usize;
+        if index >= task_count {
+            return Err(ConnectError::config(format!(
+                "the connector has no task {}",
+                self.task_id
+            )));
+        }
+        Ok(TaskSetup {
+            task_config: configs.swap_remove(index),
+            resolved,
+            common,
+            task_count,
+        })
+    }
+}
+
+pub(crate) fn join_issues(issues: &[sluice_api::ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,11 +193,10 @@ impl Worker {
         let Ok((resolved, common)) = resolved else {
             return 1;
         };
-        let configs = match &connector.plugin {
-            ConnectorPlugin::Source(p) => p.task_configs(&resolved, common.tasks_max),
-            ConnectorPlugin::Sink(p) => p.task_configs(&resolved, common.tasks_max),
-        };
-        configs.map_or(1, |c| c.len().max(1) as u32)
+        connector
+            .plugin
+            .task_configs(&resolved, common.tasks_max)
+            .map_or(1, |c| c.len().max(1) as u32)
     }
 
     fn start_connector(&mut self, connector: Arc<ValidatedConnector>) {
