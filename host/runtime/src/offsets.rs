@@ -55,6 +55,9 @@ pub struct FileOffsetStore {
     /// Serialized key → (key, offset). The serialized key is canonical because
     /// serde_json sorts object keys.
     entries: Mutex<BTreeMap<String, OffsetEntry>>,
+    /// Held from taking the snapshot until its file is in place: writes share one
+    /// temporary path, and a slower write of an older snapshot must never land last.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl FileOffsetStore {
@@ -89,6 +92,7 @@ impl FileOffsetStore {
         Ok(FileOffsetStore {
             path: path.to_path_buf(),
             entries: Mutex::new(entries),
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -134,6 +138,7 @@ impl OffsetStore for FileOffsetStore {
         connector: &str,
         offsets: &[SourceOffset],
     ) -> Result<(), OffsetStoreError> {
+        let _writing = self.writing.lock().await;
         let bytes = {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             for o in offsets {
@@ -158,8 +163,8 @@ impl OffsetStore for FileOffsetStore {
             };
             serde_json::to_vec_pretty(&file).unwrap_or_default()
         };
-        // Commits from several tasks may race; each writes the full, current map, and the
-        // rename is atomic, so whichever lands last holds everything committed before it.
+        // Each write holds the full map as of its snapshot, and writes happen one at a
+        // time in snapshot order, so the file always holds everything committed so far.
         let path = self.path.clone();
         let result =
             tokio::task::spawn_blocking(move || Self::write_atomically(&path, &bytes)).await;
@@ -212,6 +217,40 @@ mod tests {
         assert_eq!(reopened.load("b").await.unwrap(), vec![p0]);
         assert!(reopened.load("c").await.unwrap().is_empty());
         assert!(!dir.path().join("sub/offsets.json.tmp").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_of_many_tasks_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offsets.json");
+        let store = std::sync::Arc::new(FileOffsetStore::open(&path).unwrap());
+        let mut handles = Vec::new();
+        for task in 0..8 {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                for seq in 0..20 {
+                    let o = SourceOffset {
+                        partition: json!({"task": task}),
+                        offset: json!({"seq": seq}),
+                    };
+                    store.commit("c", &[o]).await.unwrap();
+                }
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        let mut got = FileOffsetStore::open(&path)
+            .unwrap()
+            .load("c")
+            .await
+            .unwrap();
+        got.sort_by_key(|o| o.partition["task"].as_u64());
+        assert_eq!(got.len(), 8);
+        assert!(
+            got.iter().all(|o| o.offset == json!({"seq": 19})),
+            "{got:?}"
+        );
     }
 
     #[test]
