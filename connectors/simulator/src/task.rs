@@ -130,6 +130,14 @@ impl SourceTask for SimulatorTask {
                     return Ok(SourcePoll::Records(Vec::new()));
                 }
             }
+            // After a stall (a full bus held the task back), catch up by at most one
+            // second of events instead of bursting everything that fell due meanwhile.
+            let backlog_cap = self.rate.max(1.0).ceil() as u64;
+            if due - sent > backlog_cap {
+                let skipped = (due - sent - backlog_cap) as f64 / self.rate;
+                run.started += Duration::try_from_secs_f64(skipped).unwrap_or_default();
+                due = sent + backlog_cap;
+            }
             count = count.min(due - sent);
         }
 

@@ -595,6 +595,38 @@ async fn rate_paces_the_events() {
     assert!(before.elapsed() <= Duration::from_millis(100));
 }
 
+#[tokio::test(start_paused = true)]
+async fn after_a_stall_the_task_catches_up_by_at_most_a_second() {
+    let mut task = start(
+        &config(json!({"topic": "t", "rate": "100", "batch.size": "100000"})),
+        0,
+        Vec::new(),
+    )
+    .await;
+    // Held back for 10 s (a full bus): 1,000 events fell due meanwhile.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let SourcePoll::Records(burst) = task.poll().await.unwrap() else {
+        panic!("endless")
+    };
+    assert!(
+        burst.len() <= 101,
+        "burst of {} events after a stall at 100/s",
+        burst.len()
+    );
+    // Then the pace is the configured one again.
+    let started = tokio::time::Instant::now();
+    let mut count = 0;
+    while started.elapsed() < Duration::from_secs(1) {
+        if let SourcePoll::Records(r) = task.poll().await.unwrap() {
+            count += r.len();
+        }
+    }
+    assert!(
+        (99..=102).contains(&count),
+        "{count} events in the second after the stall"
+    );
+}
+
 #[test]
 fn validation_names_the_keys() {
     let keys = |v: Value| -> Vec<String> {
