@@ -233,3 +233,25 @@ fn plugins_lists_builtins_with_kind_and_version() {
             && file.contains("FileStreamSinkConnector")
     );
 }
+
+#[test]
+fn kafka_connect_properties_files_run_unchanged() {
+    let s = Scratch::new();
+    s.worker(1_000);
+    let out = s.path("out.txt");
+    let source = s.write(
+        "sim.properties",
+        "name=sim\nconnector.class=SimulatorSource\ntasks.max=1\ntopic=connect-test\nmax.events=250\n",
+    );
+    // connect-file-sink.properties as Kafka Connect ships it, but for the file path.
+    let sink = s.write(
+        "sink.properties",
+        &format!(
+            "name=local-file-sink\nconnector.class=FileStreamSink\ntasks.max=1\nfile={}\ntopics=connect-test\n",
+            out.display()
+        ),
+    );
+    let output = s.run(true, &[&source, &sink]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(read_lines(&out).len(), 250);
+}

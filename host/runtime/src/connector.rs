@@ -49,6 +49,23 @@ impl ConnectorDefinition {
     /// Values may be strings (as Kafka Connect sends them), numbers or booleans; a list
     /// of strings is accepted for list keys and kept as a comma-separated string.
     pub fn parse(origin: &str, text: &str) -> Result<ConnectorDefinition, ConnectorProblem> {
+        let document: Value = serde_json::from_str(text).map_err(|e| ConnectorProblem {
+            origin: origin.to_string(),
+            connector: None,
+            issue: ConfigIssue {
+                severity: Severity::Error,
+                key: None,
+                message: format!("invalid JSON: {e}"),
+            },
+        })?;
+        Self::from_document(origin, document)
+    }
+
+    /// Builds a definition from an already parsed document (either form).
+    pub fn from_document(
+        origin: &str,
+        document: Value,
+    ) -> Result<ConnectorDefinition, ConnectorProblem> {
         let problem =
             |connector: Option<&str>, key: Option<&str>, message: String| ConnectorProblem {
                 origin: origin.to_string(),
@@ -59,8 +76,6 @@ impl ConnectorDefinition {
                     message,
                 },
             };
-        let document: Value = serde_json::from_str(text)
-            .map_err(|e| problem(None, None, format!("invalid JSON: {e}")))?;
         let Value::Object(mut top) = document else {
             return Err(problem(
                 None,
@@ -152,18 +167,29 @@ impl ConnectorDefinition {
         })
     }
 
-    /// Reads and parses a connector file.
+    /// Reads and parses a connector file: JSON, or a Java `.properties` file as Kafka
+    /// Connect's `connect-standalone` takes (keys and string values, `name` among them).
     pub fn load(path: &std::path::Path) -> Result<ConnectorDefinition, ConnectorProblem> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConnectorProblem {
+        let problem = |message: String| ConnectorProblem {
             origin: origin.clone(),
             connector: None,
             issue: ConfigIssue {
                 severity: Severity::Error,
                 key: None,
-                message: format!("cannot read: {e}"),
+                message,
             },
-        })?;
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| problem(format!("cannot read: {e}")))?;
+        if path.extension().is_some_and(|e| e == "properties") {
+            let properties = crate::placeholders::parse_properties(&text).map_err(problem)?;
+            let document = properties
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect::<serde_json::Map<_, _>>();
+            return Self::from_document(&origin, Value::Object(document));
+        }
         Self::parse(&origin, &text)
     }
 }
