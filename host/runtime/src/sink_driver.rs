@@ -121,12 +121,15 @@ impl SinkRun {
                 .map_err(|e| {
                     Failure::new(Stage::TaskPut, "bus", ConnectError::fatal(e.to_string()), 1)
                 })?;
-            let caught_up = batch.len() < max;
-            if !batch.is_empty() {
+            // Flush when nothing more is waiting, when half the partition capacity is
+            // held, or at the interval: a trickle of records is not flushed record by
+            // record, and an idle sink never holds records back.
+            let idle = batch.is_empty();
+            if !idle {
                 self.deliver(batch, stop).await?;
             }
             if self.unacked_count > 0
-                && (caught_up
+                && (idle
                     || self.unacked_count >= ack_threshold
                     || self.last_flush.elapsed() >= flush_interval)
             {
