@@ -8,6 +8,13 @@ pub fn registry() -> PluginRegistry {
     let mut registry = PluginRegistry::new();
     registry
         .add_source(Arc::new(sluice_simulator::SimulatorPlugin))
-        .add_sink(Arc::new(sluice_file::FileSinkPlugin));
+        .add_sink(Arc::new(sluice_file::FileSinkPlugin))
+        .add_transform(Arc::new(sluice_filter::FilterPlugin));
+    for transform in sluice_smt::transforms() {
+        registry.add_transform(transform);
+    }
+    for predicate in sluice_smt::predicates() {
+        registry.add_predicate(predicate);
+    }
     registry
 }

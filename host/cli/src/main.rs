@@ -208,10 +208,20 @@ fn validate(registry: &PluginRegistry, files: &[PathBuf]) -> ExitCode {
 }
 
 fn plugins(registry: &PluginRegistry) {
-    println!("{:<15} {:<28} {:<9} ALIASES", "KIND", "CLASS", "VERSION");
-    for (info, _) in registry.all() {
+    let all = registry.all();
+    let width = all
+        .iter()
+        .map(|(info, _)| info.class.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!(
+        "{:<15} {:<width$} {:<9} ALIASES",
+        "KIND", "CLASS", "VERSION"
+    );
+    for (info, _) in all {
         println!(
-            "{:<15} {:<28} {:<9} {}",
+            "{:<15} {:<width$} {:<9} {}",
             info.kind.as_str(),
             info.class,
             info.version,
