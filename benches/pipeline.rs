@@ -103,7 +103,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let rounds = 3;
+    let rounds = 5;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -115,19 +115,29 @@ fn main() {
         bare.push(runtime.block_on(bare_loop(events, &dir.path().join("bare.jsonl"))));
         piped.push(runtime.block_on(sluice_pipeline(events, dir.path())));
     }
-    let best = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
+    bare.sort();
+    piped.sort();
+    let median = |v: &[Duration]| v[v.len() / 2];
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
-    let (b, p) = (best(&bare), best(&piped));
-    println!("events per run: {events}, best of {rounds}");
-    println!(
-        "bare loop (generate + serialize + write + fsync): {:>8.3}s  {:>12.0} events/s",
-        b.as_secs_f64(),
-        rate(b)
+    let (b, p) = (median(&bare), median(&piped));
+    println!("events per run: {events}; median of {rounds} runs [fastest..slowest]");
+    let show = |name: &str, m: Duration, all: &[Duration]| {
+        println!(
+            "{name:<55} {:>7.3}s {:>9.0} events/s  [{:.3}..{:.3}s]",
+            m.as_secs_f64(),
+            rate(m),
+            all[0].as_secs_f64(),
+            all[all.len() - 1].as_secs_f64()
+        )
+    };
+    show("bare loop (generate + serialize + write + fsync)", b, &bare);
+    show(
+        "sluice standalone --drain (same + bus, acks, offsets)",
+        p,
+        &piped,
     );
     println!(
-        "sluice standalone --drain (same work + bus, acks, offsets): {:>8.3}s  {:>12.0} events/s",
-        p.as_secs_f64(),
-        rate(p)
+        "sluice / bare throughput (medians): {:.2}",
+        rate(p) / rate(b)
     );
-    println!("sluice / bare throughput: {:.2}", rate(p) / rate(b));
 }
