@@ -100,7 +100,33 @@ pub trait SinkTask: Send {
 }
 
 /// A single-message transform. Pure and synchronous: it never does I/O.
+///
+/// Most transforms only implement `apply`. A stateful one (a windowed aggregate) also
+/// implements the other methods: the worker saves its `checkpoint` together with the
+/// source offsets it covers, and gives it back through `restore` after a restart, so the
+/// state never counts a record twice or misses one.
 pub trait Transform: Send {
     /// Transforms one record, pushing zero (dropped), one or more records to `out`.
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), ConnectError>;
+
+    /// Called regularly with the wall-clock time (epoch ms), also when no record arrives,
+    /// so processing-time windows can close. Pushes what is now due.
+    fn tick(&mut self, _now_ms: i64, _out: &mut Vec<Record>) -> Result<(), ConnectError> {
+        Ok(())
+    }
+
+    /// The input has ended (a bounded source is exhausted): push everything held back.
+    fn flush(&mut self, _out: &mut Vec<Record>) -> Result<(), ConnectError> {
+        Ok(())
+    }
+
+    /// The state to save, as JSON; `None` for a stateless transform.
+    fn checkpoint(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Replaces the state with a saved checkpoint, before any record is applied.
+    fn restore(&mut self, _state: serde_json::Value) -> Result<(), ConnectError> {
+        Ok(())
+    }
 }
