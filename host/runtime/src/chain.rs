@@ -239,8 +239,17 @@ impl TransformChain {
             out.push(record);
             return Ok(());
         }
-        let mut current = vec![record];
-        for step in &mut self.steps {
+        self.run_from(0, vec![record], out)
+    }
+
+    /// Runs `records` through the steps from `first` on.
+    fn run_from(
+        &mut self,
+        first: usize,
+        mut current: Vec<Record>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), ChainError> {
+        for step in self.steps.iter_mut().skip(first) {
             self.scratch.clear();
             for record in current.drain(..) {
                 let applies = match &step.predicate {
@@ -266,6 +275,68 @@ impl TransformChain {
             std::mem::swap(&mut current, &mut self.scratch);
         }
         out.append(&mut current);
+        Ok(())
+    }
+
+    /// Lets every step emit what time has made due; what a step emits goes through the
+    /// steps after it.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Record>) -> Result<(), ChainError> {
+        self.emit_held(out, |t, emitted| t.tick(now_ms, emitted))
+    }
+
+    /// End of input: every step emits what it holds back, in order.
+    pub fn flush(&mut self, out: &mut Vec<Record>) -> Result<(), ChainError> {
+        self.emit_held(out, |t, emitted| t.flush(emitted))
+    }
+
+    fn emit_held(
+        &mut self,
+        out: &mut Vec<Record>,
+        mut emit: impl FnMut(&mut dyn Transform, &mut Vec<Record>) -> Result<(), ConnectError>,
+    ) -> Result<(), ChainError> {
+        for index in 0..self.steps.len() {
+            let mut emitted = Vec::new();
+            let step = &mut self.steps[index];
+            emit(step.transform.as_mut(), &mut emitted).map_err(|error| ChainError {
+                alias: step.alias.clone(),
+                error,
+            })?;
+            if !emitted.is_empty() {
+                self.run_from(index + 1, emitted, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any step keeps state that must be checkpointed with the offsets.
+    pub fn is_stateful(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| s.transform.checkpoint().is_some())
+    }
+
+    /// The state of every stateful step, by alias.
+    pub fn checkpoint(&self) -> Vec<(String, Value)> {
+        self.steps
+            .iter()
+            .filter_map(|s| {
+                s.transform
+                    .checkpoint()
+                    .map(|state| (s.alias.clone(), state))
+            })
+            .collect()
+    }
+
+    /// Gives each step the state saved under its alias.
+    pub fn restore(&mut self, states: Vec<(String, Value)>) -> Result<(), ChainError> {
+        for (alias, state) in states {
+            if let Some(step) = self.steps.iter_mut().find(|s| s.alias == alias) {
+                step.transform.restore(state).map_err(|error| ChainError {
+                    alias: alias.clone(),
+                    error,
+                })?;
+            }
+        }
         Ok(())
     }
 }

@@ -29,18 +29,43 @@ pub struct SourceProgress {
     pub settled: AtomicBool,
 }
 
-/// Records sent but not yet durable, in send order, with the source offsets they carry.
+/// What a pending entry carries for the offset store once it is durable.
+enum Carried {
+    Nothing,
+    /// The source offset of the record just sent.
+    Offset(SourceOffset),
+    /// A checkpoint of the chain's state, taken after every record before it was applied;
+    /// saved under partitions `{"sluice.transform": alias, "task": id}`.
+    State(Vec<SourceOffset>),
+}
+
+/// Records sent but not yet durable, in send order, with what they carry.
+///
+/// Without stateful transforms an offset is ready once it and everything before it is
+/// durable. With them, offsets wait (staged) for the next state checkpoint to become
+/// durable, and both are committed together: a restart then resumes the source exactly
+/// where the restored state left off, so no record is counted twice or lost.
 #[derive(Default)]
 struct PendingOffsets {
-    queue: VecDeque<(Option<Ticket>, Option<SourceOffset>)>,
-    /// The newest durable offset of each source partition, not yet committed.
+    queue: VecDeque<(Option<Ticket>, Carried)>,
+    stateful: bool,
+    /// Durable offsets waiting for the checkpoint that covers them.
+    staged: Vec<SourceOffset>,
+    /// The newest durable offset of each source partition (and state), not yet committed.
     ready: Vec<SourceOffset>,
     dirty: bool,
 }
 
+fn upsert(list: &mut Vec<SourceOffset>, offset: SourceOffset) {
+    match list.iter_mut().find(|o| o.partition == offset.partition) {
+        Some(slot) => slot.offset = offset.offset,
+        None => list.push(offset),
+    }
+}
+
 impl PendingOffsets {
-    fn push(&mut self, ticket: Option<Ticket>, offset: Option<SourceOffset>) {
-        self.queue.push_back((ticket, offset));
+    fn push(&mut self, ticket: Option<Ticket>, carried: Carried) {
+        self.queue.push_back((ticket, carried));
     }
 
     /// Moves the durable prefix of the queue into `ready`. Only a prefix: an offset may be
@@ -50,19 +75,22 @@ impl PendingOffsets {
             if ticket.as_ref().is_some_and(|t| !t.is_durable()) {
                 break;
             }
-            let Some((_, offset)) = self.queue.pop_front() else {
+            let Some((_, carried)) = self.queue.pop_front() else {
                 break;
             };
-            if let Some(offset) = offset {
-                match self
-                    .ready
-                    .iter_mut()
-                    .find(|o| o.partition == offset.partition)
-                {
-                    Some(slot) => slot.offset = offset.offset,
-                    None => self.ready.push(offset),
+            match carried {
+                Carried::Nothing => {}
+                Carried::Offset(offset) if self.stateful => upsert(&mut self.staged, offset),
+                Carried::Offset(offset) => {
+                    upsert(&mut self.ready, offset);
+                    self.dirty = true;
                 }
-                self.dirty = true;
+                Carried::State(states) => {
+                    for offset in self.staged.drain(..).chain(states) {
+                        upsert(&mut self.ready, offset);
+                    }
+                    self.dirty = true;
+                }
             }
         }
     }
@@ -70,6 +98,31 @@ impl PendingOffsets {
     fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
+}
+
+/// How often stateful transforms are told the time (to close processing-time windows).
+const TICK_INTERVAL: Duration = Duration::from_secs(1);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A failure of a transform emitting held-back records: there is no record to blame, so
+/// it fails the task whatever the tolerance.
+fn held_failure(e: crate::chain::ChainError) -> Failure {
+    Failure::new(
+        Stage::Transformation,
+        format!("transforms.{}", e.alias),
+        e.error,
+        1,
+    )
+}
+
+/// The offset-store partition under which a transform's state is saved.
+fn state_partition(alias: &str, task: u32) -> serde_json::Value {
+    serde_json::json!({"sluice.transform": alias, "task": task})
 }
 
 struct SourceRun {
@@ -82,6 +135,8 @@ struct SourceRun {
     partitions: Option<u32>,
     pending: PendingOffsets,
     last_commit: Instant,
+    last_checkpoint: Instant,
+    last_tick: Instant,
     outputs: Vec<Record>,
 }
 
@@ -121,12 +176,29 @@ async fn start(env: &TaskEnv) -> Result<SourceRun, ConnectError> {
         ..
     } = env.setup()?;
     let mut task = plugin.create_task(&task_config)?;
-    let chain = TransformChain::build(&resolved, &env.registry)?;
-    let committed = env
+    let mut chain = TransformChain::build(&resolved, &env.registry)?;
+    let stored = env
         .offsets
         .load(env.connector.name())
         .await
         .map_err(|e| ConnectError::fatal(e.to_string()))?;
+    // Transform states share the store with source offsets; the task sees only its own.
+    let (states, committed): (Vec<SourceOffset>, Vec<SourceOffset>) = stored
+        .into_iter()
+        .partition(|o| o.partition.get("sluice.transform").is_some());
+    let stateful = chain.is_stateful();
+    let mine: Vec<(String, serde_json::Value)> = states
+        .into_iter()
+        .filter(|o| o.partition["task"] == env.task_id)
+        .filter_map(|o| {
+            o.partition["sluice.transform"]
+                .as_str()
+                .map(|a| (a.to_string(), o.offset))
+        })
+        .collect();
+    chain
+        .restore(mine)
+        .map_err(|e| e.error.context(format!("restoring transforms.{}", e.alias)))?;
     task.start(SourceTaskContext {
         connector: env.connector.name().to_string(),
         task_id: env.task_id,
@@ -145,8 +217,13 @@ async fn start(env: &TaskEnv) -> Result<SourceRun, ConnectError> {
             env.task_id,
         ),
         partitions: common.topic_creation_partitions,
-        pending: PendingOffsets::default(),
+        pending: PendingOffsets {
+            stateful,
+            ..PendingOffsets::default()
+        },
         last_commit: Instant::now(),
+        last_checkpoint: Instant::now(),
+        last_tick: Instant::now(),
         outputs: Vec::new(),
     })
 }
@@ -201,9 +278,27 @@ impl SourceRun {
             match polled {
                 SourcePoll::Exhausted => {
                     tracing::info!(connector = %self.env.connector.name(), task = self.env.task_id, "source exhausted");
+                    // End of input: stateful transforms emit what they hold back.
+                    let mut held = Vec::new();
+                    self.chain.flush(&mut held).map_err(held_failure)?;
+                    self.send_held(held).await?;
+                    self.checkpoint_marker();
                     progress.exhausted.store(true, Ordering::Release);
                 }
-                SourcePoll::Records(batch) => self.send_batch(batch, stop).await?,
+                SourcePoll::Records(batch) => {
+                    self.send_batch(batch, stop).await?;
+                    if self.pending.stateful {
+                        if self.last_tick.elapsed() >= TICK_INTERVAL {
+                            self.last_tick = Instant::now();
+                            let mut held = Vec::new();
+                            self.chain.tick(now_ms(), &mut held).map_err(held_failure)?;
+                            self.send_held(held).await?;
+                        }
+                        if self.last_checkpoint.elapsed() >= self.flush_interval() {
+                            self.checkpoint_marker();
+                        }
+                    }
+                }
             }
             self.pending.collect();
             if self.last_commit.elapsed() >= self.flush_interval() {
@@ -211,6 +306,37 @@ impl SourceRun {
             }
         }
         Ok(())
+    }
+
+    /// Sends records a stateful transform emitted on its own (closed windows); they carry
+    /// no source offset.
+    async fn send_held(&mut self, held: Vec<Record>) -> Result<(), Failure> {
+        let count = held.len() as u64;
+        for record in held {
+            let ticket = self.send(record).await?;
+            self.pending.push(Some(ticket), Carried::Nothing);
+        }
+        ConnectorMetrics::add(&self.metrics().records_out, count);
+        Ok(())
+    }
+
+    /// Queues a checkpoint of the chain's state behind everything sent so far.
+    fn checkpoint_marker(&mut self) {
+        self.last_checkpoint = Instant::now();
+        if !self.pending.stateful {
+            return;
+        }
+        let task = self.env.task_id;
+        let states = self
+            .chain
+            .checkpoint()
+            .into_iter()
+            .map(|(alias, state)| SourceOffset {
+                partition: state_partition(&alias, task),
+                offset: state,
+            })
+            .collect();
+        self.pending.push(None, Carried::State(states));
     }
 
     /// Whether a record can fail between poll and bus; if not, no copy is kept for dead letters.
@@ -265,11 +391,11 @@ impl SourceRun {
                 ConnectorMetrics::add(&self.metrics().errors, 1);
                 match self.operator.dispose(failure, &original) {
                     Disposition::Fail(f) => return Err(f),
-                    Disposition::Skip(None) => self.pending.push(None, Some(offset)),
+                    Disposition::Skip(None) => self.pending.push(None, Carried::Offset(offset)),
                     Disposition::Skip(Some(dead)) => {
                         let ticket = self.send(dead).await?;
                         ConnectorMetrics::add(&self.metrics().dead_lettered, 1);
-                        self.pending.push(Some(ticket), Some(offset));
+                        self.pending.push(Some(ticket), Carried::Offset(offset));
                     }
                 }
                 continue;
@@ -278,13 +404,19 @@ impl SourceRun {
             let count = outputs.len();
             let mut offset = Some(offset);
             if count == 0 {
-                self.pending.push(None, offset.take());
+                self.pending.push(
+                    None,
+                    offset.take().map_or(Carried::Nothing, Carried::Offset),
+                );
             }
             for (i, out) in outputs.into_iter().enumerate() {
                 let ticket = self.send(out).await?;
                 // The offset rides on the record's last output: it is durable when all are.
                 let carries = if i + 1 == count { offset.take() } else { None };
-                self.pending.push(Some(ticket), carries);
+                self.pending.push(
+                    Some(ticket),
+                    carries.map_or(Carried::Nothing, Carried::Offset),
+                );
             }
             ConnectorMetrics::add(&self.metrics().records_out, count as u64);
         }
@@ -323,6 +455,7 @@ impl SourceRun {
 
     /// Waits (up to the graceful timeout) for what was sent to become durable, then commits.
     async fn finish(&mut self, _stop: &mut StopSignal) {
+        self.checkpoint_marker();
         let deadline = Instant::now() + Duration::from_millis(self.env.worker.shutdown_timeout_ms);
         loop {
             self.pending.collect();
@@ -375,5 +508,67 @@ pub(crate) fn converter_name(converter: Converter) -> &'static str {
         ConverterClass::Json => "org.apache.kafka.connect.json.JsonConverter",
         ConverterClass::String => "org.apache.kafka.connect.storage.StringConverter",
         ConverterClass::ByteArray => "org.apache.kafka.connect.converters.ByteArrayConverter",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::DurableMark;
+    use serde_json::json;
+
+    fn offset(seq: u64) -> Carried {
+        Carried::Offset(SourceOffset {
+            partition: json!({"task": 0}),
+            offset: json!({"seq": seq}),
+        })
+    }
+
+    #[test]
+    fn offsets_become_ready_only_as_a_durable_prefix() {
+        let mark = Arc::new(DurableMark::default());
+        let mut pending = PendingOffsets::default();
+        pending.push(Some(Ticket::new(mark.clone(), 0)), offset(10));
+        pending.push(Some(Ticket::new(mark.clone(), 1)), offset(11));
+        pending.collect();
+        assert!(pending.ready.is_empty());
+        mark.advance_to(1); // record 0 durable, record 1 not
+        pending.collect();
+        assert_eq!(pending.ready[0].offset, json!({"seq": 10}));
+        mark.advance_to(2);
+        pending.collect();
+        assert_eq!(pending.ready[0].offset, json!({"seq": 11}));
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn with_state_offsets_wait_for_the_checkpoint_that_covers_them() {
+        let mark = Arc::new(DurableMark::default());
+        let mut pending = PendingOffsets {
+            stateful: true,
+            ..PendingOffsets::default()
+        };
+        pending.push(Some(Ticket::new(mark.clone(), 0)), offset(1));
+        pending.push(
+            None,
+            Carried::State(vec![SourceOffset {
+                partition: state_partition("agg", 0),
+                offset: json!({"count": 1}),
+            }]),
+        );
+        pending.push(Some(Ticket::new(mark.clone(), 1)), offset(2));
+        mark.advance_to(2); // everything durable
+        pending.collect();
+        // Offset 1 and the state committed together; offset 2 waits for the next checkpoint.
+        assert_eq!(pending.ready.len(), 2);
+        assert!(pending.ready.iter().any(|o| o.offset == json!({"seq": 1})));
+        assert!(
+            pending
+                .ready
+                .iter()
+                .any(|o| o.offset == json!({"count": 1}))
+        );
+        assert!(!pending.ready.iter().any(|o| o.offset == json!({"seq": 2})));
+        assert_eq!(pending.staged.len(), 1);
     }
 }
