@@ -9,7 +9,8 @@ pub fn registry() -> PluginRegistry {
     registry
         .add_source(Arc::new(sluice_simulator::SimulatorPlugin))
         .add_sink(Arc::new(sluice_file::FileSinkPlugin))
-        .add_transform(Arc::new(sluice_filter::FilterPlugin));
+        .add_transform(Arc::new(sluice_filter::FilterPlugin))
+        .add_transform(Arc::new(sluice_aggregate::AggregatePlugin));
     for transform in sluice_smt::transforms() {
         registry.add_transform(transform);
     }
