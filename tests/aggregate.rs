@@ -37,6 +37,20 @@ fn ground_truth(raw: &[Value]) -> (BTreeMap<(String, String), u64>, BTreeMap<Str
     (views, gmv)
 }
 
+const VIEWS_CHAIN: [(&str, &str); 8] = [
+    ("transforms", "views"),
+    ("transforms.views.type", "Aggregate"),
+    ("transforms.views.group.by", "product_id"),
+    ("transforms.views.window", "tumbling:1m"),
+    ("transforms.views.timestamp.field", "timestamp"),
+    ("transforms.views.aggregates", "views"),
+    ("transforms.views.aggregates.views.function", "count_where"),
+    (
+        "transforms.views.aggregates.views.where",
+        r#"value.event_type == "view""#,
+    ),
+];
+
 fn connectors(s: &Scratch, rate: Option<&str>) -> Vec<PathBuf> {
     let sim = |topic: &str| {
         let mut c = simulator(topic, EVENTS);
@@ -193,4 +207,46 @@ fn aggregates_survive_kill_9_without_loss_or_double_counting() {
     let output = s.run(true, &refs);
     assert!(output.status.success(), "{}", stderr(&output));
     check(&s);
+}
+
+#[test]
+fn a_sink_side_aggregate_emits_its_open_windows_when_drain_ends_the_input() {
+    let s = Scratch::new();
+    s.worker(1_000);
+    let mut sink = file_sink("raw", &s.path("views.jsonl"), "envelope");
+    for (k, v) in VIEWS_CHAIN {
+        sink[k] = json!(v);
+    }
+    let files = [
+        s.connector("sim-raw", simulator("raw", EVENTS)),
+        s.connector("raw", file_sink("raw", &s.path("raw.jsonl"), "envelope")),
+        s.connector("views", sink),
+    ];
+    let validate = sluice().arg("validate").arg(&files[2]).output().unwrap();
+    assert!(validate.status.success());
+    assert!(
+        stderr(&validate)
+            .contains("warning: connector \"views\": key \"transforms.views.type\": is stateful"),
+        "{}",
+        stderr(&validate)
+    );
+    let refs: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+    let output = s.run(true, &refs);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (views, _) = ground_truth(&read_lines(&s.path("raw.jsonl")));
+    let mut got: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for line in read_lines(&s.path("views.jsonl")) {
+        let v = &line["value"];
+        let key = (
+            v["product_id"].as_str().unwrap().to_string(),
+            v["window_start"].as_str().unwrap().to_string(),
+        );
+        assert!(
+            got.insert(key, v["views"].as_u64().unwrap()).is_none(),
+            "a window emitted twice"
+        );
+    }
+    got.retain(|_, n| *n > 0);
+    let expected: BTreeMap<_, _> = views.into_iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(got, expected);
 }

@@ -36,18 +36,27 @@ struct SinkRun {
     /// Dead letters sent since the last acknowledgement; they must be durable first.
     dead_letters: Vec<Ticket>,
     last_flush: Instant,
+    /// The chain holds state (windows); it is ticked, and flushed when the input ends.
+    /// Its state is not checkpointed on the sink side (see docs/transforms/aggregate.md).
+    stateful: bool,
+    last_tick: Instant,
 }
 
 pub async fn run(env: TaskEnv, mut stop: StopSignal) -> Result<(), Failure> {
     let mut run = start(&env).await.map_err(|e| {
         Failure::new(
-            Stage::TaskPut,
+            Stage::TaskStart,
             env.connector.common.connector_class.clone(),
             e,
             1,
         )
     })?;
-    let result = run.pump(&mut stop).await;
+    let mut result = run.pump(&mut stop).await;
+    if result.is_ok() && run.stateful && env.input_ended.load(std::sync::atomic::Ordering::Acquire)
+    {
+        // --drain: the input has ended, so windows still open are final now.
+        result = run.deliver_held(true, &mut stop).await;
+    }
     if result.is_ok() {
         // Stopping cleanly: make everything put so far durable and acknowledge it.
         if let Err(f) = run.flush_and_ack(&mut stop, true).await {
@@ -87,7 +96,6 @@ async fn start(env: &TaskEnv) -> Result<SinkRun, ConnectError> {
         env: env.clone(),
         task,
         consumer,
-        chain,
         key_converter: Converter::new(common.key_converter, common.key_schemas_enable),
         value_converter: Converter::new(common.value_converter, common.value_schemas_enable),
         operator: RetryOperator::new(
@@ -99,6 +107,9 @@ async fn start(env: &TaskEnv) -> Result<SinkRun, ConnectError> {
         unacked_count: 0,
         dead_letters: Vec::new(),
         last_flush: Instant::now(),
+        stateful: chain.is_stateful(),
+        last_tick: Instant::now(),
+        chain,
     })
 }
 
@@ -127,6 +138,10 @@ impl SinkRun {
             let idle = batch.is_empty();
             if !idle {
                 self.deliver(batch, stop).await?;
+            }
+            if self.stateful && self.last_tick.elapsed() >= Duration::from_secs(1) {
+                self.last_tick = Instant::now();
+                self.deliver_held(false, stop).await?;
             }
             if self.unacked_count > 0
                 && (idle
@@ -195,6 +210,18 @@ impl SinkRun {
         if good.is_empty() {
             return Ok(());
         }
+        let originals = origin.iter().map(|i| batch[*i].clone()).collect();
+        self.put_records(good, originals, stop).await
+    }
+
+    /// Puts `good` (retrying retriable errors until they stop) and applies
+    /// `errors.tolerance` to each record the sink rejects, by its original.
+    async fn put_records(
+        &mut self,
+        good: Vec<Arc<Record>>,
+        originals: Vec<Arc<Record>>,
+        stop: &mut StopSignal,
+    ) -> Result<(), Failure> {
         let component = self.env.connector.common.connector_class.clone();
         let started = Instant::now();
         let mut attempt = 1;
@@ -214,7 +241,7 @@ impl SinkRun {
         };
         let failed = outcome.failed.len();
         for failure in outcome.failed {
-            let Some(original) = origin.get(failure.index).and_then(|i| batch.get(*i)) else {
+            let Some(original) = originals.get(failure.index) else {
                 tracing::warn!(connector = %self.env.connector.name(), index = failure.index, "sink reported a failure for a record it was not given");
                 continue;
             };
@@ -229,6 +256,35 @@ impl SinkRun {
             (good.len() - failed.min(good.len())) as u64,
         );
         Ok(())
+    }
+
+    /// Puts what stateful transforms emitted on their own: on `tick` (time moved on) or,
+    /// when the input has ended (`--drain`), on `flush`.
+    async fn deliver_held(
+        &mut self,
+        end_of_input: bool,
+        stop: &mut StopSignal,
+    ) -> Result<(), Failure> {
+        let mut held = Vec::new();
+        let result = if end_of_input {
+            self.chain.flush(&mut held)
+        } else {
+            self.chain.tick(crate::source_driver::now_ms(), &mut held)
+        };
+        result.map_err(|e| {
+            Failure::new(
+                Stage::Transformation,
+                format!("transforms.{}", e.alias),
+                e.error,
+                1,
+            )
+        })?;
+        if held.is_empty() {
+            return Ok(());
+        }
+        let good: Vec<Arc<Record>> = held.into_iter().map(Arc::new).collect();
+        let originals = good.clone();
+        self.put_records(good, originals, stop).await
     }
 
     /// Applies `errors.tolerance` to a record that failed for good.

@@ -103,7 +103,7 @@ impl PendingOffsets {
 /// How often stateful transforms are told the time (to close processing-time windows).
 const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

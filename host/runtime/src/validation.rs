@@ -100,7 +100,19 @@ fn check(
     issues.extend(chain::validate(&resolved, registry));
 
     match &plugin {
-        ConnectorPlugin::Sink(_) => check_sink(&common, &mut issues),
+        ConnectorPlugin::Sink(_) => {
+            check_sink(&common, &mut issues);
+            if let Ok(chain) = chain::TransformChain::build(&resolved, registry) {
+                for (alias, _) in chain.checkpoint() {
+                    issues.push(ConfigIssue::warning(
+                        format!("transforms.{alias}.type"),
+                        "is stateful; in a sink connector its state lives in memory only (a restart \
+                         starts it empty) and open windows are emitted only when --drain ends the input. \
+                         In a source connector its state is checkpointed with the offsets",
+                    ));
+                }
+            }
+        }
         ConnectorPlugin::Source(_) => {
             for key in ["topics", "topics.regex"] {
                 if resolved.contains_key(key) {

@@ -2,7 +2,7 @@
 //! and shuts them down in the order that loses nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sluice_api::{ConfigMap, ConnectError};
@@ -33,6 +33,9 @@ pub struct TaskEnv {
     pub offsets: Arc<dyn OffsetStore>,
     pub metrics: Arc<ConnectorMetrics>,
     pub worker: Arc<WorkerConfig>,
+    /// Set when `--drain` found every source exhausted: sinks then flush stateful
+    /// transforms, whose open windows are final once no input can follow.
+    pub input_ended: Arc<AtomicBool>,
 }
 
 /// What a task starts from: its connector's config with placeholders resolved, the
@@ -119,6 +122,7 @@ pub struct Worker {
     tasks: Vec<RunningTask>,
     failures_tx: mpsc::UnboundedSender<TaskFailure>,
     failures_rx: mpsc::UnboundedReceiver<TaskFailure>,
+    input_ended: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -161,6 +165,7 @@ impl Worker {
             tasks: Vec::new(),
             failures_tx,
             failures_rx,
+            input_ended: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -213,6 +218,7 @@ impl Worker {
                 offsets: self.offsets.clone(),
                 metrics: metrics.clone(),
                 worker: self.config.clone(),
+                input_ended: self.input_ended.clone(),
             };
             let progress = is_source.then(|| Arc::new(SourceProgress::default()));
             let stop = if is_source {
@@ -263,6 +269,7 @@ impl Worker {
                 _ = tick.tick(), if mode == RunMode::Drain => {
                     if self.drained() {
                         tracing::info!("drained: every source exhausted and every record durable");
+                        self.input_ended.store(true, Ordering::Release);
                         break;
                     }
                 }
