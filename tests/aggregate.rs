@@ -60,19 +60,7 @@ fn connectors(s: &Scratch, rate: Option<&str>) -> Vec<PathBuf> {
         c
     };
     let mut views = sim("views");
-    for (k, v) in [
-        ("transforms", "views"),
-        ("transforms.views.type", "Aggregate"),
-        ("transforms.views.group.by", "product_id"),
-        ("transforms.views.window", "tumbling:1m"),
-        ("transforms.views.timestamp.field", "timestamp"),
-        ("transforms.views.aggregates", "views"),
-        ("transforms.views.aggregates.views.function", "count_where"),
-        (
-            "transforms.views.aggregates.views.where",
-            r#"value.event_type == "view""#,
-        ),
-    ] {
+    for (k, v) in VIEWS_CHAIN {
         views[k] = json!(v);
     }
     let mut gmv = sim("gmv");

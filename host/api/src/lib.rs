@@ -18,7 +18,7 @@ pub use plugin::{
     Plugin, PluginInfo, PluginKind, Predicate, PredicatePlugin, SinkConnector, SourceConnector,
     TransformPlugin,
 };
-pub use record::{Header, Payload, Record, SourceOffset, SourceRecord};
+pub use record::{Header, Payload, Record, SourceOffset, SourceRecord, json_type_name};
 pub use task::{
     PutResult, RecordFailure, SinkTask, SinkTaskContext, SourcePoll, SourceTask, SourceTaskContext,
     Transform,

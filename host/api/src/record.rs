@@ -36,6 +36,18 @@ impl From<Value> for Payload {
     }
 }
 
+/// The JSON type of a value as words ("a string", "an object"), for error messages.
+pub fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// A record header. Values are JSON so transforms can copy fields into headers and back;
 /// a bus that stores bytes (Kafka) writes strings raw and everything else as JSON text.
 #[derive(Debug, Clone, PartialEq)]

@@ -828,7 +828,7 @@ impl Aggregate {
                         "Aggregate: aggregates.{}: field \"{}\" is not a number: {}",
                         agg.name,
                         path.name,
-                        kind_of(other)
+                        sluice_api::json_type_name(other)
                     )));
                 }
             });
@@ -1157,7 +1157,7 @@ impl Transform for Aggregate {
             Some(Payload::Json(other)) => {
                 return Err(ConnectError::data(format!(
                     "Aggregate: the record value is {}, not an object",
-                    kind_of(other)
+                    sluice_api::json_type_name(other)
                 )));
             }
             Some(Payload::Bytes(_)) => {
@@ -1232,17 +1232,6 @@ impl Transform for Aggregate {
     }
 }
 
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// An event time from a field: epoch milliseconds, or an ISO-8601 string (a time without
 /// an offset is UTC).
 fn parse_time(field: &Value, name: &str) -> Result<i64, ConnectError> {
@@ -1270,7 +1259,7 @@ fn parse_time(field: &Value, name: &str) -> Result<i64, ConnectError> {
             }
             Err(bad(format!("\"{s}\"")))
         }
-        other => Err(bad(kind_of(other).to_string())),
+        other => Err(bad(sluice_api::json_type_name(other).to_string())),
     }
 }
 

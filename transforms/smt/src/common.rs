@@ -112,17 +112,7 @@ pub(crate) fn not_an_object(purpose: &str, side: &str, value: &Value) -> Connect
     ))
 }
 
-/// The JSON type of a value, for messages.
-pub(crate) fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub(crate) use sluice_api::json_type_name as type_name;
 
 /// True when the record has no value or a JSON `null` one.
 pub(crate) fn is_tombstone(record: &Record) -> bool {
