@@ -29,7 +29,7 @@ use sluice_api::{
     API_VERSION, ConfigIssue, ConfigMap, ConnectError, Payload, Plugin, PluginInfo, PluginKind,
     Record, Transform, TransformPlugin, parse_config, schema_of,
 };
-use sluice_filter::{Filter, OnError};
+use sluice_condition::Condition;
 
 /// The longest duration accepted anywhere (window size, advance, lateness): 100 years.
 const MAX_DURATION_MS: i64 = 100 * 365 * 86_400_000;
@@ -278,7 +278,7 @@ struct AggSpec {
     name: String,
     function: Function,
     field: Option<FieldPath>,
-    filter: Option<Filter>,
+    filter: Option<Condition>,
 }
 
 /// The compiled configuration.
@@ -483,10 +483,13 @@ fn compile_aggregate(
             return None;
         }
         None => None,
-        Some(source) => match Filter::new(&source, OnError::Fail) {
-            Ok(filter) => Some(filter),
-            Err(err) => {
-                issues.push(ConfigIssue::error(&where_key, err.message()));
+        Some(source) => match Condition::compile(&source) {
+            Ok(condition) => Some(condition),
+            Err(reason) => {
+                issues.push(ConfigIssue::error(
+                    &where_key,
+                    format!("invalid condition: {reason}"),
+                ));
                 return None;
             }
         },
@@ -801,7 +804,7 @@ impl Aggregate {
         inputs.clear();
         for agg in &self.spec.aggs {
             if let Some(filter) = &agg.filter {
-                let keep = filter.matches(record).map_err(|e| {
+                let keep = filter.evaluate(record).map_err(|e| {
                     ConnectError::data(format!(
                         "Aggregate: aggregates.{}.where: {}",
                         agg.name,

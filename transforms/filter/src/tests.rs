@@ -2,6 +2,8 @@ use serde_json::json;
 use sluice_api::{ErrorKind, Header, Severity};
 
 use super::*;
+use serde_json::Value;
+use sluice_api::Payload;
 
 fn config(v: Value) -> ConfigMap {
     serde_json::from_value(v).unwrap()

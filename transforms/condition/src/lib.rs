@@ -1,0 +1,376 @@
+//! Conditions over records: a CEL expression compiled once, evaluated per record.
+//!
+//! Shared by the transforms that select records (Filter, Aggregate's `where`). The record
+//! is exposed as the variables `value`, `key`, `topic`, `headers` and `timestamp`; fields
+//! the expression names are read straight from the record's JSON (no conversion of the
+//! whole value unless the expression uses `value` as a whole).
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::traits::Indexer;
+use cel::common::types::{
+    CelBool, CelBytes, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+    MAP_TYPE, Type,
+};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+use cel::{Context, Env, ExecutionError, Program};
+use serde_json::Value;
+use sluice_api::{ConnectError, Payload, Record};
+
+/// A compiled condition and what it was found to read.
+pub struct Condition {
+    env: Arc<Env>,
+    program: Program,
+    /// The expression names `value` at all (a bytes value then cannot be evaluated).
+    reads_value: bool,
+    /// The expression uses `value` other than as the object of a field selection
+    /// (`value == ...`, `size(value)`, `value["k"]`, `value.exists(...)`), so `value`
+    /// must be a complete CEL value rather than a lazy view of the JSON object.
+    value_whole: bool,
+}
+
+impl Condition {
+    /// Compiles `source`; the error is the parser's reason with its position.
+    pub fn compile(source: &str) -> Result<Condition, String> {
+        let mut env = Env::stdlib();
+        for extension in [
+            cel::extensions::strings as fn(&mut Env) -> _,
+            cel::extensions::lists,
+            cel::extensions::math,
+        ] {
+            env.add_extension(extension)
+                .map_err(|err| format!("cannot set up the CEL environment: {err}"))?;
+        }
+        // The parser is third-party code run on user input: a panic in it is reported as
+        // an invalid condition rather than taking the worker down.
+        let compiled = catch_unwind(AssertUnwindSafe(|| env.compile(source)))
+            .map_err(|_| "the CEL parser failed on this expression".to_string())?;
+        let program = compiled.map_err(|errors| {
+            let reasons: Vec<String> = errors
+                .errors
+                .iter()
+                .map(|e| format!("{} at line {} column {}", e.msg, e.pos.0, e.pos.1))
+                .collect();
+            if reasons.is_empty() {
+                "invalid CEL expression".to_string()
+            } else {
+                reasons.join("; ")
+            }
+        })?;
+        let mut uses = Uses::default();
+        uses.walk(&program.expression().expr, false);
+        Ok(Condition {
+            env: Arc::new(env),
+            program,
+            reads_value: uses.value,
+            value_whole: uses.value_whole,
+        })
+    }
+
+    /// Whether the condition holds for `record`; a data error when it cannot be evaluated
+    /// on it (missing field, wrong type, a result that is not a boolean, a bytes value).
+    pub fn evaluate(&self, record: &Record) -> Result<bool, ConnectError> {
+        let value = match &record.value {
+            Some(Payload::Json(v)) => Some(v),
+            Some(Payload::Bytes(_)) if self.reads_value => {
+                return Err(ConnectError::data(
+                    "the record value is bytes, not JSON, so the condition cannot be \
+                     evaluated on it",
+                ));
+            }
+            Some(Payload::Bytes(_)) | None => None,
+        };
+        let scope = RecordScope {
+            record,
+            value,
+            value_whole: self.value_whole,
+        };
+        let mut context = Context::with_env(Arc::clone(&self.env));
+        context.set_variable_resolver(&scope);
+        // The interpreter is third-party code run on record data: a panic in it is a
+        // failed evaluation of this record, never a crashed task.
+        let result = catch_unwind(AssertUnwindSafe(|| self.program.execute(&context)))
+            .map_err(|_| eval_error("the CEL interpreter failed on this record"))?;
+        match result {
+            Ok(cel::Value::Bool(keep)) => Ok(keep),
+            Ok(other) => Err(eval_error(format!(
+                "the condition evaluated to {}, not a boolean",
+                describe(&other)
+            ))),
+            Err(err) => Err(eval_error(err)),
+        }
+    }
+}
+
+fn eval_error(reason: impl std::fmt::Display) -> ConnectError {
+    ConnectError::data(format!("cannot evaluate the condition: {reason}"))
+}
+
+fn describe(value: &cel::Value) -> String {
+    let text = format!("{value:?}");
+    if text.len() > 200 {
+        let mut end = 200;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &text[..end])
+    } else {
+        text
+    }
+}
+
+/// What the compiled expression does with `value`, found once by walking its AST.
+#[derive(Default)]
+struct Uses {
+    value: bool,
+    value_whole: bool,
+}
+
+impl Uses {
+    /// `selected`: `expr` is the object of a field selection (`expr.field`, `has(expr.f)`).
+    fn walk(&mut self, expr: &Expr, selected: bool) {
+        match expr {
+            Expr::Ident(name) => {
+                if name == "value" {
+                    self.value = true;
+                    if !selected {
+                        self.value_whole = true;
+                    }
+                }
+            }
+            Expr::Select(select) => self.walk(&select.operand.expr, true),
+            Expr::Call(call) => {
+                if let Some(target) = &call.target {
+                    self.walk(&target.expr, false);
+                }
+                self.walk_all(&call.args);
+            }
+            Expr::List(list) => self.walk_all(&list.elements),
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    if let EntryExpr::MapEntry(e) = &entry.expr {
+                        self.walk(&e.key.expr, false);
+                        self.walk(&e.value.expr, false);
+                    }
+                }
+            }
+            Expr::Struct(s) => {
+                for entry in &s.entries {
+                    match &entry.expr {
+                        EntryExpr::StructField(f) => self.walk(&f.value.expr, false),
+                        EntryExpr::MapEntry(e) => {
+                            self.walk(&e.key.expr, false);
+                            self.walk(&e.value.expr, false);
+                        }
+                    }
+                }
+            }
+            Expr::Comprehension(c) => {
+                // A comprehension variable may shadow `value`; counting it as a use of the
+                // record's value only makes the conversion more complete, never wrong.
+                for part in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    self.walk(&part.expr, false);
+                }
+            }
+            Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+
+    fn walk_all(&mut self, exprs: &[IdedExpr]) {
+        for e in exprs {
+            self.walk(&e.expr, false);
+        }
+    }
+}
+
+/// Answers the interpreter's variable look-ups from one record, without copying it.
+///
+/// The interpreter asks for the longest qualified name first (`value.event_type`), then
+/// shorter ones (`value`) with the remaining fields selected on the answer; so a field
+/// path that exists is answered directly, and one that does not falls back to the
+/// enclosing value, on which the interpreter reports the missing field as an error.
+struct RecordScope<'r> {
+    record: &'r Record,
+    /// The JSON value; `None` for a tombstone (and bytes, when the condition ignores it).
+    value: Option<&'r Value>,
+    value_whole: bool,
+}
+
+impl VariableResolver for RecordScope<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let (root, path) = match variable.split_once('.') {
+            Some((root, path)) => (root, Some(path)),
+            None => (variable, None),
+        };
+        match root {
+            "value" => match (self.value, path) {
+                (None, None) => Some(CowVal::owned(CelNull)),
+                (None, Some(_)) => None,
+                (Some(json), Some(path)) => walk(json, path).map(json_val),
+                (Some(Value::Object(fields)), None) if !self.value_whole => {
+                    Some(CowVal::owned(LazyObject(fields)))
+                }
+                (Some(json), None) => Some(json_val(json)),
+            },
+            "key" => match (&self.record.key, path) {
+                (None, None) => Some(CowVal::owned(CelNull)),
+                (Some(Payload::Bytes(bytes)), None) => {
+                    Some(CowVal::owned(CelBytes::from(bytes.as_slice())))
+                }
+                (Some(Payload::Json(json)), None) => Some(json_val(json)),
+                (Some(Payload::Json(json)), Some(path)) => walk(json, path).map(json_val),
+                (_, Some(_)) => None,
+            },
+            "topic" if path.is_none() => {
+                Some(CowVal::owned(CelString::from(self.record.topic.as_str())))
+            }
+            "timestamp" if path.is_none() => Some(match self.record.timestamp {
+                Some(ms) => CowVal::owned(CelInt::from(ms)),
+                None => CowVal::owned(CelNull),
+            }),
+            "headers" => match path {
+                None => Some(CowVal::owned(self.headers())),
+                Some(path) => {
+                    let (name, rest) = match path.split_once('.') {
+                        Some((name, rest)) => (name, Some(rest)),
+                        None => (path, None),
+                    };
+                    let header = self.record.header(name)?;
+                    match rest {
+                        None => Some(json_val(header)),
+                        Some(rest) => walk(header, rest).map(json_val),
+                    }
+                }
+            },
+            _ => None,
+        }
+    }
+}
+
+impl<'r> RecordScope<'r> {
+    /// The headers as a CEL map; the last header with a key wins.
+    fn headers(&self) -> CelMap<'r> {
+        let mut map: HashMap<CelMapKey<'r>, Box<dyn Val + 'r>> =
+            HashMap::with_capacity(self.record.headers.len());
+        for header in &self.record.headers {
+            map.insert(CelMapKey::from(header.key.as_str()), to_val(&header.value));
+        }
+        CelMap::from(map)
+    }
+}
+
+/// The JSON at `path` (field names separated by dots) under `json`, if every step is a
+/// field of an object.
+fn walk<'a>(json: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .try_fold(json, |node, field| node.as_object()?.get(field))
+}
+
+fn json_val<'b>(json: &'b Value) -> CowVal<'b, 'b> {
+    CowVal::Owned(to_val(json))
+}
+
+/// Converts JSON to a CEL value, borrowing its strings. Integers stay integers (`int`, or
+/// `uint` above `i64::MAX`), other numbers are `double`s.
+fn to_val(json: &Value) -> Box<dyn Val + '_> {
+    match json {
+        Value::Null => Box::new(CelNull),
+        Value::Bool(b) => Box::new(CelBool::from(*b)),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Box::new(CelInt::from(i))
+            } else if let Some(u) = n.as_u64() {
+                Box::new(CelUInt::from(u))
+            } else {
+                Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
+            }
+        }
+        Value::String(s) => Box::new(CelString::from(s.as_str())),
+        Value::Array(items) => Box::new(CelList::from(
+            items.iter().map(to_val).collect::<Vec<Box<dyn Val + '_>>>(),
+        )),
+        Value::Object(fields) => Box::new(object_val(fields)),
+    }
+}
+
+fn object_val(fields: &serde_json::Map<String, Value>) -> CelMap<'_> {
+    let map: HashMap<CelMapKey<'_>, Box<dyn Val + '_>> = fields
+        .iter()
+        .map(|(k, v)| (CelMapKey::from(k.as_str()), to_val(v)))
+        .collect();
+    CelMap::from(map)
+}
+
+/// The record value as a map whose fields are converted only when selected. Used when
+/// the expression only selects fields of `value` (`value.a`, `has(value.a)`), which is
+/// all this supports; any other use gets the complete conversion instead.
+#[derive(Debug)]
+struct LazyObject<'a>(&'a serde_json::Map<String, Value>);
+
+impl<'a> LazyObject<'a> {
+    fn field(&self, idx: &dyn Val) -> Result<&'a Value, ExecutionError> {
+        let Some(name) = idx.downcast_ref::<CelString>() else {
+            return Err(ExecutionError::UnexpectedType {
+                got: idx.get_type().name().to_owned(),
+                want: "string".to_owned(),
+            });
+        };
+        self.0
+            .get(name.inner())
+            .ok_or_else(|| ExecutionError::no_such_key(name.inner()))
+    }
+}
+
+impl Val for LazyObject<'_> {
+    fn get_type(&self) -> &Type {
+        &MAP_TYPE
+    }
+
+    fn cel_type() -> &'static Type {
+        &MAP_TYPE
+    }
+
+    fn as_indexer<'b, 'v>(&'b self) -> Option<&'b (dyn Indexer + 'v)>
+    where
+        Self: 'v,
+    {
+        Some(self)
+    }
+
+    fn equals(&self, other: &dyn Val) -> bool {
+        object_val(self.0).equals(other)
+    }
+
+    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v>
+    where
+        Self: 'v,
+    {
+        Box::new(LazyObject(self.0))
+    }
+}
+
+impl Indexer for LazyObject<'_> {
+    fn get<'b, 'v>(&'b self, idx: &dyn Val) -> Result<CowVal<'b, 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        self.field(idx).map(|json| CowVal::Owned(to_val(json)))
+    }
+
+    fn steal<'v>(self: Box<Self>, idx: &dyn Val) -> Result<Box<dyn Val + 'v>, ExecutionError>
+    where
+        Self: 'v,
+    {
+        self.field(idx).map(to_val)
+    }
+}
