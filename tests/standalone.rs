@@ -334,17 +334,27 @@ fn a_failed_task_is_restarted_with_backoff_when_asked_and_nothing_is_lost() {
     sink["task.restart.policy"] = json!("backoff");
     sink["task.restart.backoff.max.ms"] = json!("300");
     let sink = s.connector("file", sink);
-    let child = s
+    let mut child = s
         .standalone(true, &[&source, &sink])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1_500));
+    // Wait until the worker says it will restart the failed task, then fix the cause.
+    let mut err = String::new();
+    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        assert!(n > 0, "the worker ended without restarting the task: {err}");
+        err.push_str(&line);
+        if line.contains("restarting failed task") {
+            break;
+        }
+    }
     std::fs::remove_dir(&out).unwrap(); // the operator fixes the cause
-    let output = child.wait_with_output().unwrap();
-    let err = stderr(&output);
-    assert!(output.status.success(), "{err}");
-    assert!(err.contains("restarting failed task"), "{err}");
+    std::io::Read::read_to_string(&mut reader, &mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{err}");
     let ids: BTreeSet<(u64, u64)> = read_lines(&out).iter().map(task_seq).collect();
     assert_eq!(ids.len(), 5_000);
 }
