@@ -147,3 +147,46 @@ pub fn task_seq(line: &Value) -> (u64, u64) {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
 }
+
+/// The PostgreSQL the tests use: `DATABASE_URL`, or the local server with trust auth.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// Runs SQL with psql (a client written elsewhere); the unaligned output, `|`-separated.
+pub fn psql(sql: &str) -> String {
+    let output = Command::new("psql")
+        .arg(database_url())
+        .args(["-v", "ON_ERROR_STOP=1", "-At", "-F", "|", "-c", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        output.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+/// A schema of its own, dropped when the test ends.
+pub struct Schema(pub String);
+
+impl Schema {
+    pub fn new(name: &str) -> Schema {
+        let schema = format!("sluice_{name}_{}", std::process::id());
+        psql(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ));
+        Schema(schema)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(database_url())
+            .args(["-c", &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0)])
+            .output();
+    }
+}

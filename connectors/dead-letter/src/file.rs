@@ -1,0 +1,371 @@
+//! The file store: one JSON line per dead letter, appended, fsynced in `flush`.
+//!
+//! At start a torn last line (written by a process that died mid-write, so never
+//! acknowledged) is cut off, and the ids already in the file are read, so a dead letter
+//! redelivered after a restart is not written twice.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sluice_api::{ConnectError, PutResult, Record, RecordFailure, SinkTask, SinkTaskContext};
+
+use crate::letter::{DeadLetter, PayloadView};
+
+/// One line of the file. Field names follow the PostgreSQL columns.
+#[derive(Serialize)]
+struct Line<'a> {
+    id: &'a str,
+    dlq_topic: &'a str,
+    dlq_partition: i32,
+    dlq_offset: i64,
+    record_timestamp: Option<String>,
+    original_topic: Option<&'a str>,
+    original_partition: Option<i32>,
+    original_offset: Option<i64>,
+    connector: Option<&'a str>,
+    task_id: Option<i32>,
+    stage: Option<&'a str>,
+    class_name: Option<&'a str>,
+    exception_class: Option<&'a str>,
+    error_message: Option<&'a str>,
+    stacktrace: Option<&'a str>,
+    attempts: Option<i32>,
+    failed_at: Option<String>,
+    key_base64: Option<String>,
+    key_text: Option<&'a str>,
+    key_json: Option<&'a Value>,
+    value_base64: Option<String>,
+    value_text: Option<&'a str>,
+    value_json: Option<&'a Value>,
+    headers: &'a Map<String, Value>,
+    stored_at: String,
+}
+
+/// Epoch ms as RFC 3339 UTC with milliseconds.
+fn rfc3339(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+fn base64_of(view: Option<&PayloadView>) -> Option<String> {
+    view.map(|v| STANDARD.encode(&v.bytes))
+}
+
+fn render(buf: &mut Vec<u8>, letter: &DeadLetter, now: &str) -> serde_json::Result<()> {
+    let key = letter.key.as_ref();
+    let value = letter.value.as_ref();
+    let line = Line {
+        id: &letter.id,
+        dlq_topic: &letter.dlq_topic,
+        dlq_partition: letter.dlq_partition,
+        dlq_offset: letter.dlq_offset,
+        record_timestamp: letter.record_timestamp.and_then(rfc3339),
+        original_topic: letter.original_topic.as_deref(),
+        original_partition: letter.original_partition,
+        original_offset: letter.original_offset,
+        connector: letter.connector.as_deref(),
+        task_id: letter.task_id,
+        stage: letter.stage.as_deref(),
+        class_name: letter.class_name.as_deref(),
+        exception_class: letter.exception_class.as_deref(),
+        error_message: letter.error_message.as_deref(),
+        stacktrace: letter.stacktrace.as_deref(),
+        attempts: letter.attempts,
+        failed_at: letter.failed_at.and_then(rfc3339),
+        key_base64: base64_of(key),
+        key_text: key.and_then(|k| k.text.as_deref()),
+        key_json: key.and_then(|k| k.json.as_ref()),
+        value_base64: base64_of(value),
+        value_text: value.and_then(|v| v.text.as_deref()),
+        value_json: value.and_then(|v| v.json.as_ref()),
+        headers: &letter.headers,
+        stored_at: now.to_string(),
+    };
+    serde_json::to_writer(&mut *buf, &line)?;
+    buf.push(b'\n');
+    Ok(())
+}
+
+pub struct FileTask {
+    path: PathBuf,
+    writer: Option<Arc<Mutex<Writer>>>,
+}
+
+impl FileTask {
+    pub fn new(path: PathBuf) -> FileTask {
+        FileTask { path, writer: None }
+    }
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, ConnectError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.spawn_blocking(f).await.map_err(|err| {
+            ConnectError::fatal(format!("dead-letter sink: blocking I/O task failed: {err}"))
+        }),
+        Err(_) => Ok(f()),
+    }
+}
+
+fn lock(writer: &Mutex<Writer>) -> Result<std::sync::MutexGuard<'_, Writer>, ConnectError> {
+    writer
+        .lock()
+        .map_err(|_| ConnectError::fatal("dead-letter sink: writer state lost after a panic"))
+}
+
+#[async_trait]
+impl SinkTask for FileTask {
+    async fn start(&mut self, context: SinkTaskContext) -> Result<(), ConnectError> {
+        let path = self.path.clone();
+        let writer = blocking(move || Writer::open(path)).await??;
+        tracing::info!(
+            connector = %context.connector,
+            task = context.task_id,
+            file = %self.path.display(),
+            known = writer.seen.len(),
+            "dead-letter sink: appending dead letters to a file"
+        );
+        self.writer = Some(Arc::new(Mutex::new(writer)));
+        Ok(())
+    }
+
+    async fn put(&mut self, records: &[Arc<Record>]) -> Result<PutResult, ConnectError> {
+        let mut result = PutResult::default();
+        if records.is_empty() {
+            return Ok(result);
+        }
+        let writer = self.writer.clone().ok_or_else(|| {
+            ConnectError::fatal("dead-letter sink: the task is not started".to_string())
+        })?;
+        let now = rfc3339(chrono::Utc::now().timestamp_millis()).unwrap_or_default();
+        let mut letters = Vec::with_capacity(records.len());
+        for (index, record) in records.iter().enumerate() {
+            match DeadLetter::from_record(record) {
+                Ok(letter) => letters.push((index, letter)),
+                Err(error) => result.failed.push(RecordFailure { index, error }),
+            }
+        }
+        let failed = blocking(move || -> Result<Vec<RecordFailure>, ConnectError> {
+            let mut w = lock(&writer)?;
+            let mut buf = Vec::new();
+            let mut ids = Vec::new();
+            let mut failed = Vec::new();
+            for (index, letter) in &letters {
+                if w.seen.contains(&letter.id) || ids.contains(&&letter.id) {
+                    continue;
+                }
+                let start = buf.len();
+                match render(&mut buf, letter, &now) {
+                    Ok(()) => ids.push(&letter.id),
+                    Err(err) => {
+                        buf.truncate(start);
+                        failed.push(RecordFailure {
+                            index: *index,
+                            error: ConnectError::data(format!(
+                                "cannot render dead letter {}: {err}",
+                                letter.id
+                            )),
+                        });
+                    }
+                }
+            }
+            w.append(&buf)?;
+            for id in ids {
+                w.seen.insert(id.clone());
+            }
+            Ok(failed)
+        })
+        .await??;
+        result.failed.extend(failed);
+        result.failed.sort_by_key(|f| f.index);
+        Ok(result)
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnectError> {
+        let Some(writer) = self.writer.clone() else {
+            return Ok(());
+        };
+        blocking(move || lock(&writer)?.sync()).await?
+    }
+
+    async fn stop(&mut self) -> Result<(), ConnectError> {
+        let result = self.flush().await;
+        self.writer = None;
+        result
+    }
+}
+
+/// Chunk size for scanning backwards for the last newline.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+struct Writer {
+    path: PathBuf,
+    file: File,
+    dirty: bool,
+    /// Set after a failure that leaves the file untrustworthy; the task must restart.
+    broken: Option<String>,
+    /// Ids of the dead letters in the file.
+    seen: HashSet<String>,
+}
+
+impl Writer {
+    fn open(path: PathBuf) -> Result<Writer, ConnectError> {
+        let ctx = |what: &str| format!("dead-letter sink {}: {what}", path.display());
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent)
+            .map_err(|err| ConnectError::from_io(ctx("creating parent directories"), &err))?;
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|err| ConnectError::from_io(ctx("opening"), &err))?;
+        if !existed {
+            sync_dir(&parent)
+                .map_err(|err| ConnectError::from_io(ctx("syncing the directory"), &err))?;
+        }
+        if let Some((old_len, new_len)) = repair_tail(&mut file)
+            .map_err(|err| ConnectError::from_io(ctx("repairing a torn last line"), &err))?
+        {
+            tracing::warn!(
+                file = %path.display(),
+                removed_bytes = old_len - new_len,
+                "dead-letter sink: the last line was incomplete (never acknowledged); truncated it"
+            );
+        }
+        let seen = read_ids(&mut file)
+            .map_err(|err| ConnectError::from_io(ctx("reading stored ids"), &err))?;
+        Ok(Writer {
+            path,
+            file,
+            dirty: false,
+            broken: None,
+            seen,
+        })
+    }
+
+    fn check_broken(&self) -> Result<(), ConnectError> {
+        match &self.broken {
+            Some(reason) => Err(ConnectError::fatal(format!(
+                "dead-letter sink {}: unusable after an earlier failure ({reason}); restart the task",
+                self.path.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), ConnectError> {
+        self.check_broken()?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let ctx = |what: &str| format!("dead-letter sink {}: {what}", self.path.display());
+        let before = self
+            .file
+            .metadata()
+            .map_err(|err| ConnectError::from_io(ctx("reading file length"), &err))?
+            .len();
+        self.dirty = true;
+        if let Err(err) = self.file.write_all(bytes) {
+            if let Err(undo) = self.file.set_len(before) {
+                self.broken = Some(format!(
+                    "a failed write ({err}) could not be rolled back: {undo}"
+                ));
+                return Err(ConnectError::fatal(format!(
+                    "{}: {err}; rolling back the partial write failed: {undo}",
+                    ctx("writing")
+                )));
+            }
+            return Err(ConnectError::from_io(ctx("writing"), &err));
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), ConnectError> {
+        self.check_broken()?;
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Err(err) = self.file.sync_data() {
+            // A failed fsync may have dropped the data: never trust this handle again.
+            self.broken = Some(format!("fsync failed: {err}"));
+            return Err(ConnectError::fatal(format!(
+                "dead-letter sink {}: fsync: {err}",
+                self.path.display()
+            )));
+        }
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// If the file does not end with `\n`, truncates it after its last `\n` (or to empty)
+/// and syncs. Returns `(old length, new length)` when it truncated.
+fn repair_tail(file: &mut File) -> io::Result<Option<(u64, u64)>> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut chunk = Vec::new();
+    let mut end = len;
+    let mut keep = 0;
+    while end > 0 {
+        let start = end.saturating_sub(TAIL_CHUNK);
+        // At most TAIL_CHUNK apart, so the cast cannot truncate.
+        chunk.resize((end - start) as usize, 0);
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            keep = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if keep == len {
+        return Ok(None);
+    }
+    file.set_len(keep)?;
+    file.sync_data()?;
+    Ok(Some((len, keep)))
+}
+
+/// The `id` of every line; lines that are not JSON objects with a string id are skipped.
+fn read_ids(file: &mut File) -> io::Result<HashSet<String>> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: String,
+    }
+    file.seek(SeekFrom::Start(0))?;
+    let mut ids = HashSet::new();
+    for line in BufReader::new(&*file).split(b'\n') {
+        if let Ok(parsed) = serde_json::from_slice::<IdOnly>(&line?) {
+            ids.insert(parsed.id);
+        }
+    }
+    Ok(ids)
+}
