@@ -5,9 +5,9 @@
 //! redelivered after a restart is not written twice.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -16,6 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sluice_api::{ConnectError, PutResult, Record, RecordFailure, SinkTask, SinkTaskContext};
+use sluice_line_file::LineFile;
 
 use crate::letter::{DeadLetter, PayloadView};
 
@@ -206,152 +207,32 @@ impl SinkTask for FileTask {
     }
 }
 
-/// Chunk size for scanning backwards for the last newline.
-const TAIL_CHUNK: u64 = 64 * 1024;
-
+/// The dead-letter file and the ids of the dead letters already in it.
 struct Writer {
-    path: PathBuf,
-    file: File,
-    dirty: bool,
-    /// Set after a failure that leaves the file untrustworthy; the task must restart.
-    broken: Option<String>,
-    /// Ids of the dead letters in the file.
+    file: LineFile,
     seen: HashSet<String>,
 }
 
 impl Writer {
     fn open(path: PathBuf) -> Result<Writer, ConnectError> {
-        let ctx = |what: &str| format!("dead-letter sink {}: {what}", path.display());
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent)
-            .map_err(|err| ConnectError::from_io(ctx("creating parent directories"), &err))?;
-        let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(|err| ConnectError::from_io(ctx("opening"), &err))?;
-        if !existed {
-            sync_dir(&parent)
-                .map_err(|err| ConnectError::from_io(ctx("syncing the directory"), &err))?;
-        }
-        if let Some((old_len, new_len)) = repair_tail(&mut file)
-            .map_err(|err| ConnectError::from_io(ctx("repairing a torn last line"), &err))?
-        {
-            tracing::warn!(
-                file = %path.display(),
-                removed_bytes = old_len - new_len,
-                "dead-letter sink: the last line was incomplete (never acknowledged); truncated it"
-            );
-        }
-        let seen = read_ids(&mut file)
-            .map_err(|err| ConnectError::from_io(ctx("reading stored ids"), &err))?;
-        Ok(Writer {
-            path,
-            file,
-            dirty: false,
-            broken: None,
-            seen,
-        })
-    }
-
-    fn check_broken(&self) -> Result<(), ConnectError> {
-        match &self.broken {
-            Some(reason) => Err(ConnectError::fatal(format!(
-                "dead-letter sink {}: unusable after an earlier failure ({reason}); restart the task",
-                self.path.display()
-            ))),
-            None => Ok(()),
-        }
+        let shown = path.display().to_string();
+        let mut file = LineFile::open(path, "dead-letter sink")?;
+        let seen = read_ids(file.file_mut()).map_err(|err| {
+            ConnectError::from_io(
+                format!("dead-letter sink {shown}: reading stored ids"),
+                &err,
+            )
+        })?;
+        Ok(Writer { file, seen })
     }
 
     fn append(&mut self, bytes: &[u8]) -> Result<(), ConnectError> {
-        self.check_broken()?;
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        let ctx = |what: &str| format!("dead-letter sink {}: {what}", self.path.display());
-        let before = self
-            .file
-            .metadata()
-            .map_err(|err| ConnectError::from_io(ctx("reading file length"), &err))?
-            .len();
-        self.dirty = true;
-        if let Err(err) = self.file.write_all(bytes) {
-            if let Err(undo) = self.file.set_len(before) {
-                self.broken = Some(format!(
-                    "a failed write ({err}) could not be rolled back: {undo}"
-                ));
-                return Err(ConnectError::fatal(format!(
-                    "{}: {err}; rolling back the partial write failed: {undo}",
-                    ctx("writing")
-                )));
-            }
-            return Err(ConnectError::from_io(ctx("writing"), &err));
-        }
-        Ok(())
+        self.file.append(bytes)
     }
 
     fn sync(&mut self) -> Result<(), ConnectError> {
-        self.check_broken()?;
-        if !self.dirty {
-            return Ok(());
-        }
-        if let Err(err) = self.file.sync_data() {
-            // A failed fsync may have dropped the data: never trust this handle again.
-            self.broken = Some(format!("fsync failed: {err}"));
-            return Err(ConnectError::fatal(format!(
-                "dead-letter sink {}: fsync: {err}",
-                self.path.display()
-            )));
-        }
-        self.dirty = false;
-        Ok(())
+        self.file.sync()
     }
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
-}
-
-/// If the file does not end with `\n`, truncates it after its last `\n` (or to empty)
-/// and syncs. Returns `(old length, new length)` when it truncated.
-fn repair_tail(file: &mut File) -> io::Result<Option<(u64, u64)>> {
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(None);
-    }
-    let mut chunk = Vec::new();
-    let mut end = len;
-    let mut keep = 0;
-    while end > 0 {
-        let start = end.saturating_sub(TAIL_CHUNK);
-        // At most TAIL_CHUNK apart, so the cast cannot truncate.
-        chunk.resize((end - start) as usize, 0);
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut chunk)?;
-        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
-            keep = start + i as u64 + 1;
-            break;
-        }
-        end = start;
-    }
-    if keep == len {
-        return Ok(None);
-    }
-    file.set_len(keep)?;
-    file.sync_data()?;
-    Ok(Some((len, keep)))
 }
 
 /// The `id` of every line; lines that are not JSON objects with a string id are skipped.

@@ -13,9 +13,7 @@
 //! appending to one file would interleave their lines.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -29,6 +27,7 @@ use sluice_api::{
     PluginKind, PutResult, Record, RecordFailure, SinkConnector, SinkTask, SinkTaskContext,
     parse_config, schema_of,
 };
+use sluice_line_file::LineFile as Writer;
 
 /// The sink connector plugin. Register it with the runtime's registry.
 #[derive(Debug, Clone, Copy, Default)]
@@ -165,7 +164,7 @@ impl FileSinkTask {
 impl SinkTask for FileSinkTask {
     async fn start(&mut self, _context: SinkTaskContext) -> Result<(), ConnectError> {
         let path = self.path.clone();
-        let writer = blocking(move || Writer::open(path)).await??;
+        let writer = blocking(move || Writer::open(path, "file sink")).await??;
         self.writer = Some(Arc::new(Mutex::new(writer)));
         Ok(())
     }
@@ -249,186 +248,6 @@ fn lock(writer: &Mutex<Writer>) -> Result<std::sync::MutexGuard<'_, Writer>, Con
 
 /// A batch buffer larger than this is not kept between batches.
 const MAX_RETAINED_BUFFER: usize = 16 * 1024 * 1024;
-/// Chunk size for scanning backwards for the last newline.
-const TAIL_CHUNK: u64 = 64 * 1024;
-
-/// The open file.
-struct Writer {
-    path: PathBuf,
-    file: File,
-    /// Bytes were written since the last successful `sync_data`.
-    dirty: bool,
-    /// Set when the file can no longer be trusted (a failed fsync may have dropped
-    /// written data; a failed write could not be rolled back). Every later call fails
-    /// until the task is restarted, which reopens and repairs the file.
-    broken: Option<String>,
-}
-
-impl Writer {
-    fn open(path: PathBuf) -> Result<Writer, ConnectError> {
-        let ctx = |what: &str| format!("file sink {}: {what}", path.display());
-
-        // Directories whose entries change (new subdirectories, the new file) are synced
-        // so the file itself survives a crash, not only its contents.
-        let parent = parent_dir(&path);
-        let mut changed_dirs = Vec::new();
-        let mut dir = parent.clone();
-        while !dir.exists() {
-            let up = parent_dir(&dir);
-            changed_dirs.push(up.clone());
-            if up == dir {
-                break;
-            }
-            dir = up;
-        }
-        std::fs::create_dir_all(&parent)
-            .map_err(|err| ConnectError::from_io(ctx("creating parent directories"), &err))?;
-        let existed = path.exists();
-        if !existed {
-            changed_dirs.insert(0, parent);
-        }
-
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(|err| ConnectError::from_io(ctx("opening"), &err))?;
-
-        for dir in &changed_dirs {
-            sync_dir(dir).map_err(|err| {
-                ConnectError::from_io(ctx(&format!("syncing directory {}", dir.display())), &err)
-            })?;
-        }
-
-        if let Some((old_len, new_len)) = repair_tail(&mut file)
-            .map_err(|err| ConnectError::from_io(ctx("repairing a torn last line"), &err))?
-        {
-            tracing::warn!(
-                file = %path.display(),
-                removed_bytes = old_len - new_len,
-                kept_bytes = new_len,
-                "file sink: the last line was incomplete (a previous writer was killed \
-                 mid-write, so it was never acknowledged); truncated it before appending"
-            );
-        }
-
-        Ok(Writer {
-            path,
-            file,
-            dirty: false,
-            broken: None,
-        })
-    }
-
-    fn check_broken(&self) -> Result<(), ConnectError> {
-        match &self.broken {
-            Some(reason) => Err(ConnectError::fatal(format!(
-                "file sink {}: unusable after an earlier failure ({reason}); restart the task",
-                self.path.display()
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// Appends `bytes` (whole lines) with one write. If the write fails, whatever part of
-    /// it reached the file is cut off again, so a retried put cannot leave a partial line
-    /// in the middle of the file.
-    fn append(&mut self, bytes: &[u8]) -> Result<(), ConnectError> {
-        self.check_broken()?;
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        let ctx = |what: &str| format!("file sink {}: {what}", self.path.display());
-        let before = self
-            .file
-            .metadata()
-            .map_err(|err| ConnectError::from_io(ctx("reading file length"), &err))?
-            .len();
-        self.dirty = true;
-        if let Err(err) = self.file.write_all(bytes) {
-            if let Err(undo) = self.file.set_len(before) {
-                self.broken = Some(format!(
-                    "a failed write ({err}) could not be rolled back: {undo}"
-                ));
-                return Err(ConnectError::fatal(format!(
-                    "{}: {err}; rolling back the partial write failed: {undo}",
-                    ctx("writing")
-                )));
-            }
-            return Err(ConnectError::from_io(ctx("writing"), &err));
-        }
-        Ok(())
-    }
-
-    /// Makes everything written so far durable.
-    fn sync(&mut self) -> Result<(), ConnectError> {
-        self.check_broken()?;
-        if !self.dirty {
-            return Ok(());
-        }
-        if let Err(err) = self.file.sync_data() {
-            // After a failed fsync the kernel may have dropped the dirty pages and a retry
-            // could report success for data that is gone: never retry it on this handle.
-            self.broken = Some(format!("fsync failed: {err}"));
-            return Err(ConnectError::fatal(format!(
-                "file sink {}: fsync: {err}",
-                self.path.display()
-            )));
-        }
-        self.dirty = false;
-        Ok(())
-    }
-}
-
-/// The directory holding `path` (`.` for a bare file name).
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
-}
-
-/// If the file does not end with `\n`, truncates it to just after its last `\n` (or to
-/// empty) and syncs. Returns `(old length, new length)` when it truncated.
-fn repair_tail(file: &mut File) -> io::Result<Option<(u64, u64)>> {
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(None);
-    }
-    let mut chunk = Vec::new();
-    let mut end = len;
-    let mut keep = 0;
-    while end > 0 {
-        let start = end.saturating_sub(TAIL_CHUNK);
-        // Both are at most TAIL_CHUNK apart, so the cast cannot truncate.
-        chunk.resize((end - start) as usize, 0);
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut chunk)?;
-        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
-            keep = start + i as u64 + 1;
-            break;
-        }
-        end = start;
-    }
-    if keep == len {
-        return Ok(None);
-    }
-    file.set_len(keep)?;
-    file.sync_data()?;
-    Ok(Some((len, keep)))
-}
-
 /// Appends one line for `record` to `buf`.
 fn render(buf: &mut Vec<u8>, format: FileSinkFormat, record: &Record) -> serde_json::Result<()> {
     match format {
@@ -530,6 +349,7 @@ mod tests {
     use super::*;
     use base64::Engine as _;
     use serde_json::{Value, json};
+    use std::path::Path;
 
     fn config(file: &Path, format: &str) -> ConfigMap {
         serde_json::from_value(json!({
