@@ -17,6 +17,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sluice_api::{ConnectError, PutResult, Record, RecordFailure, SinkTask, SinkTaskContext};
 use sluice_line_file::LineFile;
+use sluice_line_file::{blocking, lock};
+
+/// Who writes the file, in messages.
+const LABEL: &str = "dead-letter sink";
 
 use crate::letter::{DeadLetter, PayloadView};
 
@@ -106,30 +110,11 @@ impl FileTask {
     }
 }
 
-async fn blocking<T, F>(f: F) -> Result<T, ConnectError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle.spawn_blocking(f).await.map_err(|err| {
-            ConnectError::fatal(format!("dead-letter sink: blocking I/O task failed: {err}"))
-        }),
-        Err(_) => Ok(f()),
-    }
-}
-
-fn lock(writer: &Mutex<Writer>) -> Result<std::sync::MutexGuard<'_, Writer>, ConnectError> {
-    writer
-        .lock()
-        .map_err(|_| ConnectError::fatal("dead-letter sink: writer state lost after a panic"))
-}
-
 #[async_trait]
 impl SinkTask for FileTask {
     async fn start(&mut self, context: SinkTaskContext) -> Result<(), ConnectError> {
         let path = self.path.clone();
-        let writer = blocking(move || Writer::open(path)).await??;
+        let writer = blocking(LABEL, move || Writer::open(path)).await??;
         tracing::info!(
             connector = %context.connector,
             task = context.task_id,
@@ -157,36 +142,39 @@ impl SinkTask for FileTask {
                 Err(error) => result.failed.push(RecordFailure { index, error }),
             }
         }
-        let failed = blocking(move || -> Result<Vec<RecordFailure>, ConnectError> {
-            let mut w = lock(&writer)?;
-            let mut buf = Vec::new();
-            let mut ids = Vec::new();
-            let mut failed = Vec::new();
-            for (index, letter) in &letters {
-                if w.seen.contains(&letter.id) || ids.contains(&&letter.id) {
-                    continue;
-                }
-                let start = buf.len();
-                match render(&mut buf, letter, &now) {
-                    Ok(()) => ids.push(&letter.id),
-                    Err(err) => {
-                        buf.truncate(start);
-                        failed.push(RecordFailure {
-                            index: *index,
-                            error: ConnectError::data(format!(
-                                "cannot render dead letter {}: {err}",
-                                letter.id
-                            )),
-                        });
+        let failed = blocking(
+            LABEL,
+            move || -> Result<Vec<RecordFailure>, ConnectError> {
+                let mut w = lock(LABEL, &writer)?;
+                let mut buf = Vec::new();
+                let mut ids = Vec::new();
+                let mut failed = Vec::new();
+                for (index, letter) in &letters {
+                    if w.seen.contains(&letter.id) || ids.contains(&&letter.id) {
+                        continue;
+                    }
+                    let start = buf.len();
+                    match render(&mut buf, letter, &now) {
+                        Ok(()) => ids.push(&letter.id),
+                        Err(err) => {
+                            buf.truncate(start);
+                            failed.push(RecordFailure {
+                                index: *index,
+                                error: ConnectError::data(format!(
+                                    "cannot render dead letter {}: {err}",
+                                    letter.id
+                                )),
+                            });
+                        }
                     }
                 }
-            }
-            w.append(&buf)?;
-            for id in ids {
-                w.seen.insert(id.clone());
-            }
-            Ok(failed)
-        })
+                w.append(&buf)?;
+                for id in ids {
+                    w.seen.insert(id.clone());
+                }
+                Ok(failed)
+            },
+        )
         .await??;
         result.failed.extend(failed);
         result.failed.sort_by_key(|f| f.index);
@@ -197,7 +185,7 @@ impl SinkTask for FileTask {
         let Some(writer) = self.writer.clone() else {
             return Ok(());
         };
-        blocking(move || lock(&writer)?.sync()).await?
+        blocking(LABEL, move || lock(LABEL, &writer)?.sync()).await?
     }
 
     async fn stop(&mut self) -> Result<(), ConnectError> {
@@ -216,7 +204,7 @@ struct Writer {
 impl Writer {
     fn open(path: PathBuf) -> Result<Writer, ConnectError> {
         let shown = path.display().to_string();
-        let mut file = LineFile::open(path, "dead-letter sink")?;
+        let mut file = LineFile::open(path, LABEL)?;
         let seen = read_ids(file.file_mut()).map_err(|err| {
             ConnectError::from_io(
                 format!("dead-letter sink {shown}: reading stored ids"),

@@ -28,6 +28,10 @@ use sluice_api::{
     parse_config, schema_of,
 };
 use sluice_line_file::LineFile as Writer;
+use sluice_line_file::{blocking, lock};
+
+/// Who writes the file, in messages.
+const LABEL: &str = "file sink";
 
 /// The sink connector plugin. Register it with the runtime's registry.
 #[derive(Debug, Clone, Copy, Default)]
@@ -164,7 +168,7 @@ impl FileSinkTask {
 impl SinkTask for FileSinkTask {
     async fn start(&mut self, _context: SinkTaskContext) -> Result<(), ConnectError> {
         let path = self.path.clone();
-        let writer = blocking(move || Writer::open(path, "file sink")).await??;
+        let writer = blocking(LABEL, move || Writer::open(path, LABEL)).await??;
         self.writer = Some(Arc::new(Mutex::new(writer)));
         Ok(())
     }
@@ -178,8 +182,8 @@ impl SinkTask for FileSinkTask {
         // blocking pool.
         let mut buf = std::mem::take(&mut self.buf);
         let result = render_batch(&mut buf, self.format, records);
-        let (mut buf, written) = blocking(move || {
-            let written = lock(&writer).and_then(|mut w| w.append(&buf));
+        let (mut buf, written) = blocking(LABEL, move || {
+            let written = lock(LABEL, &writer).and_then(|mut w| w.append(&buf));
             (buf, written)
         })
         .await?;
@@ -195,7 +199,7 @@ impl SinkTask for FileSinkTask {
         let Some(writer) = self.writer.clone() else {
             return Ok(());
         };
-        blocking(move || lock(&writer)?.sync()).await?
+        blocking(LABEL, move || lock(LABEL, &writer)?.sync()).await?
     }
 
     async fn stop(&mut self) -> Result<(), ConnectError> {
@@ -223,27 +227,6 @@ fn render_batch(buf: &mut Vec<u8>, format: FileSinkFormat, records: &[Arc<Record
         }
     }
     result
-}
-
-/// Runs blocking file I/O on tokio's blocking pool (inline when there is no tokio runtime).
-/// Fails only when the blocking task itself was lost (it panicked or the pool shut down).
-async fn blocking<T, F>(f: F) -> Result<T, ConnectError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle.spawn_blocking(f).await.map_err(|err| {
-            ConnectError::fatal(format!("file sink: blocking I/O task failed: {err}"))
-        }),
-        Err(_) => Ok(f()),
-    }
-}
-
-fn lock(writer: &Mutex<Writer>) -> Result<std::sync::MutexGuard<'_, Writer>, ConnectError> {
-    writer
-        .lock()
-        .map_err(|_| ConnectError::fatal("file sink: writer state lost after a panic"))
 }
 
 /// A batch buffer larger than this is not kept between batches.

@@ -199,3 +199,29 @@ fn repair_tail(file: &mut File) -> io::Result<Option<(u64, u64)>> {
     file.sync_data()?;
     Ok(Some((len, keep)))
 }
+
+/// Runs blocking file I/O on tokio's blocking pool (inline when there is no tokio runtime).
+/// Fails only when the blocking task itself was lost (it panicked or the pool shut down).
+pub async fn blocking<T, F>(label: &'static str, f: F) -> Result<T, ConnectError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.spawn_blocking(f).await.map_err(|err| {
+            ConnectError::fatal(format!("{label}: blocking I/O task failed: {err}"))
+        }),
+        Err(_) => Ok(f()),
+    }
+}
+
+/// Locks a writer shared with blocking tasks; a poisoned lock (a panic mid-write) makes
+/// the writer unusable rather than trusted.
+pub fn lock<'a, T>(
+    label: &'static str,
+    writer: &'a std::sync::Mutex<T>,
+) -> Result<std::sync::MutexGuard<'a, T>, ConnectError> {
+    writer
+        .lock()
+        .map_err(|_| ConnectError::fatal(format!("{label}: writer state lost after a panic")))
+}
