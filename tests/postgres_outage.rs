@@ -173,7 +173,13 @@ fn a_30_second_outage_loses_nothing_and_the_connector_recovers_by_itself() {
             "errors.retry.delay.max.ms": "2000",
         }),
     );
-    let mut child = s.standalone(true, &[&source, &sink]).spawn().unwrap();
+    let status_file = s.path("status.json");
+    let mut child = s
+        .standalone(true, &[&source, &sink])
+        .arg("--status-file")
+        .arg(&status_file)
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     while pg
         .psql("SELECT count(*) FROM events")
@@ -188,10 +194,26 @@ fn a_30_second_outage_loses_nothing_and_the_connector_recovers_by_itself() {
         std::thread::sleep(Duration::from_millis(100));
     }
     pg.ctl("stop");
-    std::thread::sleep(Duration::from_secs(30));
+    let outage = Instant::now();
+    let mut retrying = None;
+    while outage.elapsed() < Duration::from_secs(30) {
+        if retrying.is_none() {
+            retrying = sink_task_retrying(&status_file);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
     assert!(
         child.try_wait().unwrap().is_none(),
         "the worker gave up during the outage"
+    );
+    // While the database is down, the status says the task is retrying, and why.
+    let retrying = retrying.expect("the status file never showed the sink task retrying");
+    assert_eq!(retrying["stage"], "TASK_PUT", "{retrying}");
+    assert!(retrying["attempts"].as_u64().unwrap() >= 2, "{retrying}");
+    let error = retrying["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("connect") || error.contains("terminat") || error.contains("closed"),
+        "the last error should say the connection failed: {error}"
     );
     pg.ctl("start");
     let status = child.wait().unwrap();
@@ -208,4 +230,25 @@ fn a_30_second_outage_loses_nothing_and_the_connector_recovers_by_itself() {
         pg.psql("SELECT count(DISTINCT event_id) FROM events"),
         total.to_string()
     );
+    // Recovered by itself: no task restart, no failure, the retry note gone.
+    let last: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&status_file).unwrap()).unwrap();
+    let tasks = last["pg"]["status"]["tasks"].as_array().unwrap();
+    assert!(!tasks.is_empty());
+    for task in tasks {
+        assert_eq!(task["state"], "STOPPED", "{task}");
+        assert!(task.get("retrying").is_none(), "{task}");
+        assert!(task.get("restarts").is_none(), "{task}");
+    }
+}
+
+/// The `retrying` entry of the PostgresSink's task in the status file, if it has one.
+fn sink_task_retrying(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let status: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let tasks = status["pg"]["status"]["tasks"].as_array()?.clone();
+    tasks.into_iter().find_map(|t| {
+        assert_eq!(t["state"], "RUNNING", "{t}");
+        t.get("retrying").cloned()
+    })
 }

@@ -3,6 +3,7 @@
 mod builtins;
 mod progress;
 mod schemas;
+mod status_file;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,10 @@ enum Command {
         drain: bool,
         #[arg(long, value_enum, default_value_t = Progress::Auto)]
         progress: Progress,
+        /// Keep this file updated (every second, written atomically) with every
+        /// connector's status, shaped as Kafka Connect's `GET /connectors?expand=status`.
+        #[arg(long, value_name = "PATH")]
+        status_file: Option<PathBuf>,
         /// Connector files: `{"name": …, "config": {…}}` or a bare config with `name`.
         #[arg(required = true)]
         connectors: Vec<PathBuf>,
@@ -143,6 +148,7 @@ fn main() -> ExitCode {
             worker,
             drain,
             progress,
+            status_file,
             connectors,
         } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -158,8 +164,11 @@ fn main() -> ExitCode {
             runtime.block_on(standalone(
                 registry,
                 worker.as_deref(),
-                drain,
-                progress,
+                StandaloneOptions {
+                    drain,
+                    progress,
+                    status_file,
+                },
                 &connectors,
             ))
         }
@@ -266,13 +275,23 @@ fn schemas_command(registry: &PluginRegistry, out: &Path, check: bool) -> ExitCo
     }
 }
 
+struct StandaloneOptions {
+    drain: bool,
+    progress: Progress,
+    status_file: Option<PathBuf>,
+}
+
 async fn standalone(
     registry: PluginRegistry,
     worker_file: Option<&Path>,
-    drain: bool,
-    progress: Progress,
+    options: StandaloneOptions,
     files: &[PathBuf],
 ) -> ExitCode {
+    let StandaloneOptions {
+        drain,
+        progress,
+        status_file,
+    } = options;
     let config = match worker_file {
         Some(path) => match WorkerConfig::load(path) {
             Ok(c) => c,
@@ -302,6 +321,10 @@ async fn standalone(
     let started = Instant::now();
     worker.start(connectors);
     let reporter = progress::spawn(metrics.clone(), worker.status(), tty);
+    let status_view = worker.status_view();
+    let status_writer = status_file
+        .clone()
+        .map(|path| status_file::spawn(status_view.clone(), path));
     let mode = if drain {
         RunMode::Drain
     } else {
@@ -309,6 +332,13 @@ async fn standalone(
     };
     let outcome = worker.run(mode, shutdown_signal()).await;
     reporter.abort();
+    if let Some(writer) = status_writer {
+        writer.abort();
+    }
+    if let Some(path) = &status_file {
+        // The final states (STOPPED, FAILED with their traces) outlive the process.
+        status_file::write(&status_view, path).await;
+    }
     if tty {
         eprintln!();
     }

@@ -26,6 +26,12 @@ fn task_states(status: &dyn StatusStore, connector: &str) -> String {
         if matches!(s.state, TaskState::Failed | TaskState::Restarting) {
             notes.push(format!("task {task} {}", s.state.as_str()));
         }
+        if let Some(r) = &s.retrying {
+            notes.push(format!(
+                "task {task} retrying {} (attempt {}): {}",
+                r.stage, r.attempts, r.last_error
+            ));
+        }
     }
     if restarts > 0 {
         notes.push(format!("{restarts} restarts"));

@@ -102,7 +102,8 @@ async fn start(env: &TaskEnv) -> Result<SinkRun, ConnectError> {
             ErrorPolicy::from_config(&common),
             env.connector.name(),
             env.task_id,
-        ),
+        )
+        .with_status(env.status.clone()),
         unacked: Vec::new(),
         unacked_count: 0,
         dead_letters: Vec::new(),
@@ -227,11 +228,14 @@ impl SinkRun {
         let mut attempt = 1;
         let outcome = loop {
             match self.task.put(&good).await {
-                Ok(outcome) => break outcome,
+                Ok(outcome) => {
+                    self.operator.recovered();
+                    break outcome;
+                }
                 Err(e)
                     if self
                         .operator
-                        .should_retry(&e, started, attempt, true, stop)
+                        .should_retry(Stage::TaskPut, &e, started, attempt, true, stop)
                         .await =>
                 {
                     attempt += 1
@@ -321,12 +325,15 @@ impl SinkRun {
         let mut attempt = 1;
         loop {
             match self.task.flush().await {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.operator.recovered();
+                    break;
+                }
                 Err(e)
                     if !stopping
                         && self
                             .operator
-                            .should_retry(&e, started, attempt, true, stop)
+                            .should_retry(Stage::TaskFlush, &e, started, attempt, true, stop)
                             .await =>
                 {
                     attempt += 1

@@ -215,7 +215,8 @@ async fn start(env: &TaskEnv) -> Result<SourceRun, ConnectError> {
             ErrorPolicy::from_config(&common),
             env.connector.name(),
             env.task_id,
-        ),
+        )
+        .with_status(env.status.clone()),
         partitions: common.topic_creation_partitions,
         pending: PendingOffsets {
             stateful,
@@ -263,11 +264,14 @@ impl SourceRun {
             let mut attempt = 1;
             let polled = loop {
                 match self.task.poll().await {
-                    Ok(p) => break p,
+                    Ok(p) => {
+                        self.operator.recovered();
+                        break p;
+                    }
                     Err(e)
                         if self
                             .operator
-                            .should_retry(&e, started, attempt, false, stop)
+                            .should_retry(Stage::TaskPoll, &e, started, attempt, false, stop)
                             .await =>
                     {
                         attempt += 1

@@ -5,12 +5,15 @@
 //! fails the task (the failure, with its stage and context, goes into the task's status),
 //! `all` skips the record, dead-lettering it when `errors.deadletterqueue.topic.name` is set.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use sluice_api::{ConnectError, Header, Record};
 
 use crate::connector::{CommonConfig, Tolerance};
+use crate::status::{Retrying, StatusStore};
 use crate::stop::StopSignal;
 
 /// Where in a task an error happened, named as in Kafka Connect's `__connect.errors.stage`.
@@ -143,6 +146,10 @@ pub struct RetryOperator {
     pub policy: ErrorPolicy,
     connector: String,
     task: u32,
+    /// Where an ongoing retry is shown (the task's status), when the task has one.
+    status: Option<Arc<dyn StatusStore>>,
+    /// Whether the status currently says "retrying", so recovery clears it once.
+    retrying: AtomicBool,
 }
 
 /// What to do with a record whose processing failed for good.
@@ -159,6 +166,43 @@ impl RetryOperator {
             policy,
             connector: connector.to_string(),
             task,
+            status: None,
+            retrying: AtomicBool::new(false),
+        }
+    }
+
+    /// Shows ongoing retries in the task's status (and clears them on recovery).
+    pub fn with_status(mut self, status: Arc<dyn StatusStore>) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    fn report_retrying(&self, stage: Stage, error: &ConnectError, attempts: u32) {
+        self.retrying.store(true, Ordering::Relaxed);
+        let Some(status) = &self.status else { return };
+        status.update_task(&self.connector, self.task, &mut |s| {
+            let since_ms = s
+                .retrying
+                .as_ref()
+                .map_or_else(crate::source_driver::now_ms, |r| r.since_ms);
+            s.retrying = Some(Retrying {
+                stage: stage.as_str().to_string(),
+                attempts,
+                since_ms,
+                last_error: error.to_string(),
+            });
+        });
+    }
+
+    /// Called after an operation that may have been retried succeeded: clears the
+    /// "retrying" shown in the status, if any.
+    pub fn recovered(&self) {
+        if !self.retrying.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        tracing::info!(connector = %self.connector, task = self.task, "recovered; retries over");
+        if let Some(status) = &self.status {
+            status.update_task(&self.connector, self.task, &mut |s| s.retrying = None);
         }
     }
 
@@ -188,6 +232,7 @@ impl RetryOperator {
     /// (an outage must not drop data).
     pub async fn should_retry(
         &self,
+        stage: Stage,
         error: &ConnectError,
         started: Instant,
         attempt: u32,
@@ -200,6 +245,7 @@ impl RetryOperator {
         if attempt.is_power_of_two() {
             tracing::warn!(connector = %self.connector, task = self.task, attempt, error = %error, "retriable error, retrying");
         }
+        self.report_retrying(stage, error, attempt);
         if forever {
             stop.sleep(backoff(attempt, self.policy.max_delay)).await
         } else {

@@ -17,7 +17,7 @@ use crate::offsets::{FileOffsetStore, OffsetStore, OffsetStoreError};
 use crate::registry::PluginRegistry;
 use crate::sink_driver::{self, group_id};
 use crate::source_driver::{self, SourceProgress};
-use crate::status::{MemoryStatusStore, StatusStore, TaskState, TaskStatus};
+use crate::status::{MemoryStatusStore, StatusStore, StatusView, TaskState, TaskStatus};
 use crate::stop::{StopHandle, StopSignal, stop_pair};
 use crate::tolerance::{Failure, backoff};
 use crate::validation::ValidatedConnector;
@@ -36,6 +36,8 @@ pub struct TaskEnv {
     /// Set when `--drain` found every source exhausted: sinks then flush stateful
     /// transforms, whose open windows are final once no input can follow.
     pub input_ended: Arc<AtomicBool>,
+    /// Where the task's state is shown; the retry operator reports ongoing retries there.
+    pub status: Arc<dyn StatusStore>,
 }
 
 /// What a task starts from: its connector's config with placeholders resolved, the
@@ -116,6 +118,7 @@ pub struct Worker {
     bus: Arc<dyn Bus>,
     offsets: Arc<dyn OffsetStore>,
     status: Arc<dyn StatusStore>,
+    status_view: StatusView,
     metrics: Arc<MetricsRegistry>,
     source_stop: StopHandle,
     sink_stop: StopHandle,
@@ -153,7 +156,9 @@ impl Worker {
         status: Arc<dyn StatusStore>,
     ) -> Worker {
         let (failures_tx, failures_rx) = mpsc::unbounded_channel();
+        let status_view = StatusView::new(status.clone(), &config.worker_id);
         Worker {
+            status_view,
             config: Arc::new(config),
             registry: Arc::new(registry),
             bus,
@@ -175,6 +180,11 @@ impl Worker {
 
     pub fn status(&self) -> Arc<dyn StatusStore> {
         self.status.clone()
+    }
+
+    /// Kafka Connect's status bodies of the connectors this worker runs.
+    pub fn status_view(&self) -> StatusView {
+        self.status_view.clone()
     }
 
     /// Starts validated connectors: every sink first (so the bus keeps records for them
@@ -208,6 +218,7 @@ impl Worker {
         let is_source = connector.is_source();
         let metrics = self.metrics.connector(connector.name(), is_source);
         let tasks = Self::task_count(&connector);
+        self.status_view.add_connector(connector.name(), is_source);
         tracing::info!(connector = %connector.name(), class = %connector.common.connector_class, tasks, "starting connector");
         for task_id in 0..tasks {
             let env = TaskEnv {
@@ -219,6 +230,7 @@ impl Worker {
                 metrics: metrics.clone(),
                 worker: self.config.clone(),
                 input_ended: self.input_ended.clone(),
+                status: self.status.clone(),
             };
             let progress = is_source.then(|| Arc::new(SourceProgress::default()));
             let stop = if is_source {
@@ -332,6 +344,7 @@ impl Supervisor {
                 trace,
                 restarts,
                 exhausted,
+                retrying: None,
             },
         );
     }
