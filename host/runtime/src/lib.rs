@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod placeholders;
 pub mod registry;
+pub mod replay;
 pub mod sink_driver;
 pub mod source_driver;
 pub mod status;

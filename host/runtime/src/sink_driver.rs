@@ -366,7 +366,7 @@ impl SinkRun {
     }
 }
 
-fn process(
+pub(crate) fn process(
     mut record: Record,
     chain: &mut TransformChain,
     key_converter: Converter,

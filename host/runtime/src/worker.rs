@@ -53,28 +53,30 @@ impl TaskEnv {
     /// Resolves placeholders now (each start sees current secrets) and asks the plugin
     /// for this task's config.
     pub fn setup(&self) -> Result<TaskSetup, ConnectError> {
-        let (resolved, common) =
-            crate::validation::resolve_common(&self.connector.definition.config)
-                .map_err(|issues| ConnectError::config(join_issues(&issues)))?;
-        let mut configs = self
-            .connector
-            .plugin
-            .task_configs(&resolved, common.tasks_max)?;
-        let task_count = configs.len();
-        let index = self.task_id as usize;
-        if index >= task_count {
-            return Err(ConnectError::config(format!(
-                "the connector has no task {}",
-                self.task_id
-            )));
-        }
-        Ok(TaskSetup {
-            task_config: configs.swap_remove(index),
-            resolved,
-            common,
-            task_count,
-        })
+        task_setup(&self.connector, self.task_id)
     }
+}
+
+/// Resolves placeholders now (each start sees current secrets) and asks the plugin for
+/// the config of task `task_id`.
+pub fn task_setup(connector: &ValidatedConnector, task_id: u32) -> Result<TaskSetup, ConnectError> {
+    let (resolved, common) = crate::validation::resolve_common(&connector.definition.config)
+        .map_err(|issues| ConnectError::config(join_issues(&issues)))?;
+    let mut configs = connector.plugin.task_configs(&resolved, common.tasks_max)?;
+    let task_count = configs.len();
+    let index = task_id as usize;
+    if index >= task_count {
+        return Err(ConnectError::config(format!(
+            "the connector has no task {}",
+            task_id
+        )));
+    }
+    Ok(TaskSetup {
+        task_config: configs.swap_remove(index),
+        resolved,
+        common,
+        task_count,
+    })
 }
 
 pub(crate) fn join_issues(issues: &[sluice_api::ConfigIssue]) -> String {
