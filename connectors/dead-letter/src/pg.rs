@@ -1,12 +1,13 @@
 //! The PostgreSQL store: one row per dead letter, idempotent by (dlq topic, partition, offset).
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use sluice_api::{ConnectError, PutResult, Record, RecordFailure, SinkTask, SinkTaskContext};
-use tokio_postgres::NoTls;
+use deadpool_postgres::Pool;
+use sluice_api::{
+    ConnectError, ErrorKind, PutResult, Record, RecordFailure, SinkTask, SinkTaskContext,
+};
+use sluice_pg::{classify, pool_error, quote_ident};
 use tokio_postgres::types::ToSql;
 
 use crate::letter::DeadLetter;
@@ -57,8 +58,8 @@ impl TableName {
     /// The name as SQL: quoted identifiers.
     pub fn sql(&self) -> String {
         match &self.schema {
-            Some(schema) => format!("{}.{}", quote(schema), quote(&self.table)),
-            None => quote(&self.table),
+            Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&self.table)),
+            None => quote_ident(&self.table),
         }
     }
 
@@ -67,102 +68,7 @@ impl TableName {
         while name.len() > MAX_IDENTIFIER {
             name.pop();
         }
-        quote(&name)
-    }
-}
-
-/// A quoted SQL identifier.
-pub fn quote(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
-}
-
-/// Builds the driver config from `connection.url` (`postgres://`, `postgresql://` or
-/// `jdbc:postgresql://`) and the optional user and password keys.
-pub fn pg_config(
-    url: &str,
-    user: Option<&str>,
-    password: Option<&str>,
-) -> Result<tokio_postgres::Config, String> {
-    let url = url.trim();
-    let url = url.strip_prefix("jdbc:").unwrap_or(url);
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err("must start with postgres://, postgresql:// or jdbc:postgresql://".to_string());
-    }
-    let mut config = tokio_postgres::Config::from_str(url)
-        .map_err(|err| format!("is not a valid PostgreSQL URL: {err}"))?;
-    if let Some(user) = user.filter(|u| !u.is_empty()) {
-        config.user(user);
-    }
-    if let Some(password) = password {
-        config.password(password);
-    }
-    if config.get_user().is_none() {
-        return Err("names no user: set connection.user or put it in the URL".to_string());
-    }
-    if config.get_dbname().is_none() {
-        // Like libpq: the database defaults to the user's name.
-        if let Some(user) = config.get_user().map(str::to_string) {
-            config.dbname(&user);
-        }
-    }
-    config.application_name("sluice-dead-letter");
-    Ok(config)
-}
-
-/// How a PostgreSQL error is to be treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Connection trouble, serialization failure, deadlock: the whole put is retried.
-    Retriable,
-    /// The table is gone or not ours to write: no record can be stored.
-    Fatal,
-    /// Something about this one record.
-    Record,
-}
-
-pub fn classify(err: &tokio_postgres::Error) -> ErrorClass {
-    let Some(code) = err.code() else {
-        // No SQLSTATE: the connection broke or could not be made.
-        return ErrorClass::Retriable;
-    };
-    let code = code.code();
-    if code.starts_with("08")
-        || code.starts_with("57P0")
-        || code == "40001"
-        || code == "40P01"
-        || code == "53300"
-    {
-        ErrorClass::Retriable
-    } else if code.starts_with("42") || code == "3F000" || code.starts_with("28") {
-        // Undefined table/column, privileges, invalid schema, authentication.
-        ErrorClass::Fatal
-    } else {
-        ErrorClass::Record
-    }
-}
-
-fn to_connect(context: &str, err: &tokio_postgres::Error) -> ConnectError {
-    // The driver's messages never carry the password.
-    let message = match err.as_db_error() {
-        Some(db) => format!(
-            "{context}: {} ({}){}",
-            db.message(),
-            db.code().code(),
-            db.detail().map(|d| format!(": {d}")).unwrap_or_default()
-        ),
-        None => format!("{context}: {err}"),
-    };
-    match classify(err) {
-        ErrorClass::Retriable => ConnectError::retriable(message),
-        ErrorClass::Fatal => ConnectError::fatal(message),
-        ErrorClass::Record => ConnectError::data(message),
-    }
-}
-
-fn pool_error(err: deadpool_postgres::PoolError) -> ConnectError {
-    match err {
-        deadpool_postgres::PoolError::Backend(e) => to_connect("dead-letter sink: connecting", &e),
-        other => ConnectError::retriable(format!("dead-letter sink: connecting: {other}")),
+        quote_ident(&name)
     }
 }
 
@@ -217,6 +123,13 @@ fn insert_sql(table: &TableName) -> String {
     )
 }
 
+/// How many connections a task keeps: one writes, one spare for a recycled connection.
+const POOL_SIZE: usize = 2;
+
+fn connecting(err: deadpool_postgres::PoolError) -> ConnectError {
+    pool_error(err).context("dead-letter sink")
+}
+
 pub struct PgTask {
     pool: Pool,
     table: TableName,
@@ -224,17 +137,11 @@ pub struct PgTask {
 }
 
 impl PgTask {
-    pub fn new(config: tokio_postgres::Config, table: TableName) -> Result<PgTask, ConnectError> {
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager).max_size(2).build().map_err(|err| {
-            ConnectError::fatal(format!("dead-letter sink: building the pool: {err}"))
-        })?;
+    pub fn new(
+        connection: &sluice_pg::Connection,
+        table: TableName,
+    ) -> Result<PgTask, ConnectError> {
+        let pool = connection.pool(POOL_SIZE)?;
         let insert = insert_sql(&table);
         Ok(PgTask {
             pool,
@@ -244,27 +151,27 @@ impl PgTask {
     }
 
     async fn ensure_table(&self) -> Result<(), ConnectError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.pool.get().await.map_err(connecting)?;
         if let Some(schema) = &self.table.schema {
             // CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
             // schema exists, so only try it when it is missing.
             let exists = client
                 .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[schema])
                 .await
-                .map_err(|e| to_connect("dead-letter sink: looking up the schema", &e))?
+                .map_err(|e| classify("dead-letter sink: looking up the schema", &e))?
                 .is_some();
             if !exists {
-                let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema));
+                let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema));
                 client
                     .batch_execute(&sql)
                     .await
-                    .map_err(|e| to_connect("dead-letter sink: creating the schema", &e))?;
+                    .map_err(|e| classify("dead-letter sink: creating the schema", &e))?;
             }
         }
         client
             .batch_execute(&create_table_sql(&self.table))
             .await
-            .map_err(|e| to_connect("dead-letter sink: creating the table", &e))?;
+            .map_err(|e| classify("dead-letter sink: creating the table", &e))?;
         Ok(())
     }
 }
@@ -287,11 +194,11 @@ impl SinkTask for PgTask {
         if records.is_empty() {
             return Ok(result);
         }
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.pool.get().await.map_err(connecting)?;
         let statement = client
             .prepare_cached(&self.insert)
             .await
-            .map_err(|e| to_connect("dead-letter sink: preparing the insert", &e))?;
+            .map_err(|e| classify("dead-letter sink: preparing the insert", &e))?;
         for (index, record) in records.iter().enumerate() {
             let letter = match DeadLetter::from_record(record) {
                 Ok(letter) => letter,
@@ -329,15 +236,15 @@ impl SinkTask for PgTask {
                 &headers,
             ];
             if let Err(err) = client.execute(&statement, &params).await {
-                let error = to_connect(
+                let error = classify(
                     &format!("dead-letter sink: storing dead letter {}", letter.id),
                     &err,
                 );
-                match classify(&err) {
+                if error.kind() != ErrorKind::Data {
                     // Rows already inserted are kept; the retried put skips them.
-                    ErrorClass::Retriable | ErrorClass::Fatal => return Err(error),
-                    ErrorClass::Record => result.failed.push(RecordFailure { index, error }),
+                    return Err(error);
                 }
+                result.failed.push(RecordFailure { index, error });
             }
         }
         Ok(result)
@@ -371,17 +278,5 @@ mod tests {
         assert!(TableName::parse("a.b.c").is_err());
         assert!(TableName::parse(".b").is_err());
         assert!(TableName::parse(&"x".repeat(64)).is_err());
-    }
-
-    #[test]
-    fn urls() {
-        let c = pg_config("jdbc:postgresql://db:5433/app", Some("u"), Some("secret")).unwrap();
-        assert_eq!(c.get_user(), Some("u"));
-        assert_eq!(c.get_dbname(), Some("app"));
-        assert_eq!(c.get_ports(), &[5433]);
-        assert!(pg_config("mysql://x/y", Some("u"), None).is_err());
-        assert!(pg_config("postgres://db/app", None, None).is_err());
-        let c = pg_config("postgres://me@db", None, None).unwrap();
-        assert_eq!(c.get_dbname(), Some("me"));
     }
 }

@@ -73,7 +73,7 @@ impl TestDb {
                 &format!(
                     "SELECT *, extract(epoch from failed_at)::float8 * 1000 AS failed_ms \
                      FROM {} ORDER BY id",
-                    pg::quote(&self.schema) + ".dead_letters"
+                    sluice_pg::quote_ident(&self.schema) + ".dead_letters"
                 ),
                 &[],
             )
@@ -85,7 +85,7 @@ impl TestDb {
         self.client
             .batch_execute(&format!(
                 "DROP SCHEMA IF EXISTS {} CASCADE",
-                pg::quote(&self.schema)
+                sluice_pg::quote_ident(&self.schema)
             ))
             .await
             .unwrap();
@@ -410,6 +410,26 @@ fn validation_names_keys() {
         [("table".to_string(), Error)]
     );
     assert_eq!(
+        issue_keys(json!({
+            "store": "postgres", "connection.url": "postgres://u@db/app",
+            "connection.sslmode": "verify"
+        })),
+        [("connection.sslmode".to_string(), Error)]
+    );
+    assert_eq!(
+        issue_keys(json!({
+            "store": "postgres", "connection.url": "postgres://u@db/app?sslmode=verify"
+        })),
+        [("connection.url".to_string(), Error)]
+    );
+    assert!(
+        issue_keys(json!({
+            "store": "postgres", "connection.url": "postgres://u@db/app",
+            "connection.sslmode": "verify-full", "connection.sslrootcert": "/ca.pem"
+        }))
+        .is_empty()
+    );
+    assert_eq!(
         issue_keys(json!({"store": "file"})),
         [("file".to_string(), Error)]
     );
@@ -449,6 +469,11 @@ fn plugin_info_and_task_counts() {
     assert_eq!(DeadLetterSinkPlugin.task_configs(&pg, 4).unwrap().len(), 4);
     let config = parse_config::<DeadLetterSinkConfig>(&map(json!({
         "store": "postgres", "connection.url": "postgres://u@h/d", "connection.password": "hunter2"
+    })))
+    .unwrap();
+    assert!(!format!("{config:?}").contains("hunter2"));
+    let config = parse_config::<DeadLetterSinkConfig>(&map(json!({
+        "store": "postgres", "connection.url": "postgres://u:hunter2@h/d"
     })))
     .unwrap();
     assert!(!format!("{config:?}").contains("hunter2"));

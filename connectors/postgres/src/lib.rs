@@ -16,15 +16,15 @@
 //!   of resources are `Retriable`: the whole transaction is rolled back and the runtime puts
 //!   the batch again.
 
-mod url;
+mod cell;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -33,10 +33,12 @@ use sluice_api::{
     PluginKind, PutResult, Record, RecordFailure, SinkConnector, SinkTask, SinkTaskContext,
     parse_config, schema_of,
 };
-use tokio_postgres::NoTls;
-use tokio_postgres::types::ToSql;
+use sluice_pg::{
+    ConnectOptions, SslMode, classify, describe_db, is_data_error, pool_error, quote_ident,
+};
+use tokio_postgres::types::{Kind, ToSql, Type};
 
-pub use url::parse_connection_url;
+use cell::{Cell, CellRef, ColumnArray, TypeKind};
 
 /// The sink connector plugin. Register it with the runtime's registry.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,8 +49,9 @@ pub struct PostgresSinkPlugin;
 pub struct PostgresSinkConfig {
     /// The database: `postgres://user@host:port/db?...`, `postgresql://...`,
     /// `jdbc:postgresql://host:port/db?...` (converted; `user`, `password`, `sslmode`,
-    /// `ApplicationName`, `currentSchema`, `connectTimeout` are understood) or a libpq
-    /// `key=value` string. TLS is not supported yet.
+    /// `ApplicationName`, `currentSchema`, `connectTimeout`, `sslrootcert` are understood;
+    /// `ssl=true` means `sslmode=require`) or a libpq `key=value` string. `sslmode` and
+    /// `sslrootcert` may be given in the URL's query string.
     #[serde(rename = "connection.url")]
     pub connection_url: String,
     /// The user to connect as (overrides a user in the URL).
@@ -57,6 +60,17 @@ pub struct PostgresSinkConfig {
     /// The password (overrides one in the URL). Never logged nor shown in errors.
     #[serde(rename = "connection.password", default)]
     pub connection_password: Option<String>,
+    /// TLS, as libpq's `sslmode` (overrides one in the URL): `disable`, `prefer` (the
+    /// default: TLS when the server offers it), `require` (TLS, certificate not checked),
+    /// `verify-ca` (the certificate must chain to `connection.sslrootcert`, or to the
+    /// system's roots when it is not set) or `verify-full` (and must name the host).
+    #[serde(rename = "connection.sslmode", default)]
+    pub connection_sslmode: Option<SslMode>,
+    /// A PEM file of the root certificates that sign the server's certificate (overrides
+    /// `sslrootcert` in the URL); `system` means the system's roots. With it, `require`
+    /// checks the chain as `verify-ca` does (as libpq).
+    #[serde(rename = "connection.sslrootcert", default)]
+    pub connection_sslrootcert: Option<String>,
     /// The maximum number of connections each task keeps open.
     #[serde(rename = "connection.pool.size", default = "default_pool_size")]
     #[schemars(range(min = 1, max = 1024))]
@@ -137,12 +151,14 @@ fn default_retry_backoff() -> u64 {
 impl fmt::Debug for PostgresSinkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresSinkConfig")
-            .field("connection.url", &url::redact(&self.connection_url))
+            .field("connection.url", &sluice_pg::redact(&self.connection_url))
             .field("connection.user", &self.connection_user)
             .field(
                 "connection.password",
                 &self.connection_password.as_ref().map(|_| "********"),
             )
+            .field("connection.sslmode", &self.connection_sslmode)
+            .field("connection.sslrootcert", &self.connection_sslrootcert)
             .field("table.name.format", &self.table_name_format)
             .field("insert.mode", &self.insert_mode)
             .field("pk.mode", &self.pk_mode)
@@ -183,8 +199,8 @@ impl PostgresSinkConfig {
     /// Checks beyond what the schema says.
     fn issues(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
-        if let Err(message) = parse_connection_url(&self.connection_url) {
-            issues.push(ConfigIssue::error("connection.url", message));
+        if let Err(problems) = self.connect_options().resolve() {
+            issues.extend(problems);
         }
         if self.table_name_format.trim().is_empty() {
             issues.push(ConfigIssue::error("table.name.format", "must not be empty"));
@@ -224,6 +240,17 @@ impl PostgresSinkConfig {
             Ok(parsed)
         } else {
             Err(issues)
+        }
+    }
+
+    fn connect_options(&self) -> ConnectOptions<'_> {
+        ConnectOptions {
+            url: &self.connection_url,
+            user: self.connection_user.as_deref(),
+            password: self.connection_password.as_deref(),
+            sslmode: self.connection_sslmode,
+            sslrootcert: self.connection_sslrootcert.as_deref(),
+            application_name: None,
         }
     }
 
@@ -278,47 +305,6 @@ impl SinkConnector for PostgresSinkPlugin {
 // Tables and types
 // ---------------------------------------------------------------------------------------
 
-/// How a JSON value is converted for a column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TypeKind {
-    Int2,
-    Int4,
-    Int8,
-    Numeric,
-    Float4,
-    Float8,
-    Bool,
-    Text,
-    Timestamptz,
-    Timestamp,
-    Date,
-    Uuid,
-    Json,
-    /// Anything else: strings are passed to the type's input function as they are.
-    Other,
-}
-
-impl TypeKind {
-    fn from_typname(name: &str) -> TypeKind {
-        match name {
-            "int2" => TypeKind::Int2,
-            "int4" => TypeKind::Int4,
-            "int8" => TypeKind::Int8,
-            "numeric" => TypeKind::Numeric,
-            "float4" => TypeKind::Float4,
-            "float8" => TypeKind::Float8,
-            "bool" => TypeKind::Bool,
-            "text" | "varchar" | "bpchar" | "name" | "citext" => TypeKind::Text,
-            "timestamptz" => TypeKind::Timestamptz,
-            "timestamp" => TypeKind::Timestamp,
-            "date" => TypeKind::Date,
-            "uuid" => TypeKind::Uuid,
-            "json" | "jsonb" => TypeKind::Json,
-            _ => TypeKind::Other,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Column {
     name: String,
@@ -326,6 +312,15 @@ struct Column {
     /// `format_type`; the column's own modifiers are checked on assignment.
     cast: String,
     kind: TypeKind,
+    /// The type (the base type of a domain) binary COPY is told about.
+    oid: u32,
+}
+
+impl Column {
+    fn pg_type(&self) -> Type {
+        Type::from_oid(self.oid)
+            .unwrap_or_else(|| Type::new(self.cast.clone(), self.oid, Kind::Simple, String::new()))
+    }
 }
 
 #[derive(Debug)]
@@ -335,11 +330,6 @@ struct TableInfo {
     display: String,
     columns: Vec<Column>,
     by_name: HashMap<String, usize>,
-}
-
-/// Quotes an identifier for SQL (`"` doubled).
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The table a topic goes to: `(schema, table)`.
@@ -360,130 +350,6 @@ fn quoted_table(schema: &Option<String>, table: &str) -> String {
     }
 }
 
-/// Converts one JSON value to the text PostgreSQL's input function for `kind` accepts.
-/// `Ok(None)` is SQL NULL.
-fn convert(kind: TypeKind, value: &Value) -> Result<Option<String>, String> {
-    if value.is_null() {
-        return Ok(None);
-    }
-    let text = match kind {
-        TypeKind::Int2 | TypeKind::Int4 | TypeKind::Int8 => {
-            let n = to_i64(value)?;
-            let (min, max) = match kind {
-                TypeKind::Int2 => (i16::MIN as i64, i16::MAX as i64),
-                TypeKind::Int4 => (i32::MIN as i64, i32::MAX as i64),
-                _ => (i64::MIN, i64::MAX),
-            };
-            if n < min || n > max {
-                return Err(format!("{n} is out of range for the column type"));
-            }
-            n.to_string()
-        }
-        TypeKind::Numeric | TypeKind::Float4 | TypeKind::Float8 => match value {
-            Value::Number(n) => n.to_string(),
-            Value::String(s) if s.trim().parse::<f64>().is_ok() => s.trim().to_string(),
-            other => return Err(format!("expected a number, got {}", describe(other))),
-        },
-        TypeKind::Bool => match value {
-            Value::Bool(b) => b.to_string(),
-            Value::Number(n) if n.as_i64() == Some(0) => "false".to_string(),
-            Value::Number(n) if n.as_i64() == Some(1) => "true".to_string(),
-            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "t" | "yes" | "y" | "1" | "on" => "true".to_string(),
-                "false" | "f" | "no" | "n" | "0" | "off" => "false".to_string(),
-                _ => return Err(format!("expected a boolean, got {}", describe(value))),
-            },
-            other => return Err(format!("expected a boolean, got {}", describe(other))),
-        },
-        TypeKind::Text | TypeKind::Other => match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        },
-        TypeKind::Json => value.to_string(),
-        TypeKind::Uuid => match value {
-            Value::String(s) => uuid::Uuid::parse_str(s.trim())
-                .map_err(|e| format!("invalid uuid {}: {e}", describe(value)))?
-                .hyphenated()
-                .to_string(),
-            other => return Err(format!("expected a uuid string, got {}", describe(other))),
-        },
-        TypeKind::Timestamptz | TypeKind::Timestamp | TypeKind::Date => convert_time(kind, value)?,
-    };
-    if text.contains('\0') {
-        return Err("text contains a NUL character, which PostgreSQL cannot store".to_string());
-    }
-    Ok(Some(text))
-}
-
-fn to_i64(value: &Value) -> Result<i64, String> {
-    match value {
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                return Ok(i);
-            }
-            match n.as_f64() {
-                Some(f) if f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&f) => Ok(f as i64),
-                _ => Err(format!("expected an integer, got {n}")),
-            }
-        }
-        Value::String(s) => s
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| format!("expected an integer, got {}", describe(value))),
-        other => Err(format!("expected an integer, got {}", describe(other))),
-    }
-}
-
-fn convert_time(kind: TypeKind, value: &Value) -> Result<String, String> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime};
-    match value {
-        Value::Number(n) => {
-            let ms = n
-                .as_i64()
-                .ok_or_else(|| format!("expected epoch milliseconds, got {n}"))?;
-            let dt = DateTime::from_timestamp_millis(ms)
-                .ok_or_else(|| format!("epoch milliseconds {ms} out of range"))?;
-            Ok(match kind {
-                TypeKind::Date => dt.format("%Y-%m-%d").to_string(),
-                TypeKind::Timestamp => dt.format("%Y-%m-%d %H:%M:%S%.f").to_string(),
-                _ => dt.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string(),
-            })
-        }
-        Value::String(s) => {
-            let t = s.trim();
-            let ok = DateTime::parse_from_rfc3339(t).is_ok()
-                || DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f%#z").is_ok()
-                || DateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f%#z").is_ok()
-                || NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
-                || NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f").is_ok()
-                || NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok();
-            if ok {
-                Ok(t.to_string())
-            } else {
-                Err(format!(
-                    "expected an ISO-8601 date/time or epoch milliseconds, got {}",
-                    describe(value)
-                ))
-            }
-        }
-        other => Err(format!(
-            "expected an ISO-8601 date/time or epoch milliseconds, got {}",
-            describe(other)
-        )),
-    }
-}
-
-/// A value for an error message, shortened.
-fn describe(value: &Value) -> String {
-    let text = value.to_string();
-    if text.chars().count() > 80 {
-        let short: String = text.chars().take(77).collect();
-        format!("{short}...")
-    } else {
-        text
-    }
-}
-
 /// The column type `auto.create` / `auto.evolve` give a field, from a sample value.
 fn sql_type_for(value: &Value) -> &'static str {
     match value {
@@ -496,123 +362,179 @@ fn sql_type_for(value: &Value) -> &'static str {
 }
 
 // ---------------------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------------------
-
-fn is_retriable_code(code: &str) -> bool {
-    code.starts_with("08")
-        || code.starts_with("53")
-        || matches!(
-            code,
-            "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "57014" | "55P03"
-        )
-}
-
-fn is_data_code(code: &str) -> bool {
-    code.starts_with("22") || code.starts_with("23") || code.starts_with("21")
-}
-
-/// True when the statement failed because of the rows it was given.
-fn is_data_error(err: &tokio_postgres::Error) -> bool {
-    err.code().is_some_and(|c| is_data_code(c.code()))
-}
-
-/// Classifies a driver error: retriable (connection, resources, conflicts), data, or fatal.
-fn classify(context: &str, err: &tokio_postgres::Error) -> ConnectError {
-    if let Some(db) = err.as_db_error() {
-        let code = db.code().code();
-        let kind = if is_retriable_code(code) {
-            ErrorKind::Retriable
-        } else if is_data_code(code) {
-            ErrorKind::Data
-        } else {
-            ErrorKind::Fatal
-        };
-        return ConnectError::new(kind, format!("{context}: {}", describe_db(db)));
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    let mut io = false;
-    while let Some(s) = source {
-        if s.is::<std::io::Error>() {
-            io = true;
-        }
-        source = s.source();
-    }
-    let text = err.to_string();
-    let retriable = io
-        || err.is_closed()
-        || text.starts_with("error connecting")
-        || text.starts_with("error communicating")
-        || text.starts_with("timeout")
-        || text.starts_with("unexpected message");
-    let kind = if retriable {
-        ErrorKind::Retriable
-    } else {
-        ErrorKind::Fatal
-    };
-    ConnectError::new(kind, format!("{context}: {text}"))
-}
-
-fn describe_db(db: &tokio_postgres::error::DbError) -> String {
-    let mut text = format!("{} (SQLSTATE {}", db.message(), db.code().code());
-    if let Some(c) = db.column() {
-        text.push_str(&format!(", column \"{c}\""));
-    }
-    if let Some(c) = db.constraint() {
-        text.push_str(&format!(", constraint \"{c}\""));
-    }
-    text.push(')');
-    if let Some(d) = db.detail() {
-        text.push_str(&format!(": {d}"));
-    }
-    text
-}
-
-fn pool_error(err: PoolError) -> ConnectError {
-    match err {
-        PoolError::Backend(e) => classify("PostgreSQL connection", &e),
-        PoolError::Closed => ConnectError::fatal("PostgreSQL connection pool is closed"),
-        PoolError::NoRuntimeSpecified => {
-            ConnectError::fatal("PostgreSQL connection pool has no runtime")
-        }
-        other => ConnectError::retriable(format!("PostgreSQL connection pool: {other}")),
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // The task
 // ---------------------------------------------------------------------------------------
 
-/// One record, its fields picked out, before conversion.
-struct Extracted {
+/// One record, its fields picked out, before conversion. Names and values are borrowed
+/// from the record (only Kafka coordinates and names from the config are owned).
+struct Extracted<'r> {
     index: usize,
-    table: (Option<String>, String),
+    /// The record's table: an index into the put's tables.
+    table: usize,
     delete: bool,
     /// Field name → value, primary key fields included.
-    fields: Vec<(String, Value)>,
-    pk: Vec<String>,
+    fields: Vec<(Cow<'r, str>, Cow<'r, Value>)>,
+    pk: Vec<Cow<'r, str>>,
+}
+
+/// The columns a row writes: column indices (ascending) and the primary key's columns
+/// (in pk order). Consecutive rows with the same columns share one.
+#[derive(Debug, PartialEq, Eq)]
+struct Shape {
+    cols: Vec<usize>,
+    pk: Vec<usize>,
 }
 
 /// One record converted for its table.
-struct Row {
+struct Row<'a> {
     index: usize,
     table: Arc<TableInfo>,
     delete: bool,
-    /// Column indices (ascending) and their values as text.
-    cols: Vec<usize>,
-    vals: Vec<Option<String>>,
-    /// Primary key column indices (in pk order).
-    pk: Vec<usize>,
-    /// The primary key values joined, to keep repeated keys out of one statement.
-    key: Option<String>,
+    shape: Arc<Shape>,
+    /// The values, in `shape.cols` order.
+    vals: Vec<Cell<'a>>,
+    /// The primary key values encoded, to keep repeated keys out of one statement.
+    key: Option<Vec<u8>>,
 }
 
-impl Row {
+impl Row<'_> {
     fn same_shape(&self, other: &Row) -> bool {
         Arc::ptr_eq(&self.table, &other.table)
             && self.delete == other.delete
-            && self.cols == other.cols
-            && self.pk == other.pk
+            && (Arc::ptr_eq(&self.shape, &other.shape) || self.shape == other.shape)
+    }
+}
+
+/// Converts extracted records into rows. What consecutive records of one source share
+/// (their field names, hence columns and shape) is looked up once.
+#[derive(Default)]
+struct RowConverter<'e> {
+    table: Option<Arc<TableInfo>>,
+    /// The last record's field and primary key names, and the columns they map to.
+    names: Vec<&'e str>,
+    columns: Vec<Option<usize>>,
+    pk_names: Vec<&'e str>,
+    pk: Vec<usize>,
+    shape: Option<Arc<Shape>>,
+    pairs: Vec<(usize, Cell<'e>)>,
+}
+
+impl<'e> RowConverter<'e> {
+    /// Converts one extracted record to a row of its table.
+    fn convert(
+        &mut self,
+        e: &'e Extracted<'_>,
+        table: &Arc<TableInfo>,
+    ) -> Result<Row<'e>, ConnectError> {
+        let same_table = self.table.as_ref().is_some_and(|t| Arc::ptr_eq(t, table));
+        if !same_table {
+            self.table = Some(table.clone());
+            self.names.clear();
+            self.pk_names.clear();
+            self.shape = None;
+        }
+        let same_pk = same_table
+            && self.pk_names.len() == e.pk.len()
+            && self
+                .pk_names
+                .iter()
+                .zip(&e.pk)
+                .all(|(a, b)| *a == b.as_ref());
+        if !same_pk {
+            self.pk_names.clear();
+            self.pk.clear();
+            for name in &e.pk {
+                let idx = table.by_name.get(name.as_ref()).copied().ok_or_else(|| {
+                    ConnectError::data(format!(
+                        "primary key field `{name}` has no column in table {}",
+                        table.display
+                    ))
+                })?;
+                self.pk_names.push(name);
+                self.pk.push(idx);
+            }
+        }
+        let same_names = same_table
+            && self.names.len() == e.fields.len()
+            && self
+                .names
+                .iter()
+                .zip(&e.fields)
+                .all(|(a, (b, _))| *a == b.as_ref());
+        if !same_names {
+            self.names.clear();
+            self.columns.clear();
+            for (name, _) in &e.fields {
+                self.names.push(name);
+                self.columns.push(table.by_name.get(name.as_ref()).copied());
+            }
+        }
+        self.pairs.clear();
+        for ((name, value), column) in e.fields.iter().zip(&self.columns) {
+            // Fields the table lacks are ignored (auto.evolve adds them).
+            let Some(idx) = *column else {
+                continue;
+            };
+            if e.delete && !self.pk.contains(&idx) {
+                continue;
+            }
+            let col = &table.columns[idx];
+            let value = cell::cell(col.kind, value).map_err(|m| {
+                ConnectError::data(format!(
+                    "field `{name}` cannot be written to column \"{}\" ({}) of table {}: {m}",
+                    col.name, col.cast, table.display
+                ))
+            })?;
+            if value == Cell::Null && self.pk.contains(&idx) {
+                return Err(ConnectError::data(format!(
+                    "primary key field `{name}` is null"
+                )));
+            }
+            self.pairs.push((idx, value));
+        }
+        if self.pairs.is_empty() {
+            return Err(ConnectError::data(format!(
+                "the record has no field matching a column of table {}",
+                table.display
+            )));
+        }
+        self.pairs.sort_unstable_by_key(|(i, _)| *i);
+        let key = if self.pk.is_empty() {
+            None
+        } else {
+            let mut k = Vec::new();
+            for idx in &self.pk {
+                match self.pairs.iter().find(|(i, _)| i == idx) {
+                    Some((_, v)) => v.push_key(&mut k),
+                    None => Cell::Null.push_key(&mut k),
+                }
+            }
+            Some(k)
+        };
+        let shape = match &self.shape {
+            Some(shape)
+                if shape.pk == self.pk
+                    && shape.cols.iter().eq(self.pairs.iter().map(|(i, _)| i)) =>
+            {
+                shape.clone()
+            }
+            _ => {
+                let shape = Arc::new(Shape {
+                    cols: self.pairs.iter().map(|(i, _)| *i).collect(),
+                    pk: self.pk.clone(),
+                });
+                self.shape = Some(shape.clone());
+                shape
+            }
+        };
+        Ok(Row {
+            index: e.index,
+            table: table.clone(),
+            delete: e.delete,
+            shape,
+            vals: self.pairs.drain(..).map(|(_, v)| v).collect(),
+            key,
+        })
     }
 }
 
@@ -629,32 +551,14 @@ struct PostgresSinkTask {
 
 impl PostgresSinkTask {
     fn new(config: PostgresSinkConfig) -> Result<Self, ConnectError> {
-        let mut pg = parse_connection_url(&config.connection_url)
-            .map_err(|m| ConnectError::config(format!("connection.url: {m}")))?;
-        if let Some(user) = &config.connection_user {
-            pg.user(user);
-        }
-        if let Some(password) = &config.connection_password {
-            pg.password(password);
-        }
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(Duration::from_secs(10));
-        }
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.connection_pool_size.max(1) as usize)
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(Duration::from_secs(30)))
-            .recycle_timeout(Some(Duration::from_secs(10)))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| ConnectError::fatal(format!("PostgreSQL connection pool: {e}")))?;
+        let pool = config
+            .connect_options()
+            .resolve()
+            .map_err(|issues| {
+                let text: Vec<String> = issues.iter().map(ToString::to_string).collect();
+                ConnectError::config(text.join("; "))
+            })?
+            .pool(config.connection_pool_size as usize)?;
         Ok(PostgresSinkTask {
             whitelist: config.whitelist(),
             config,
@@ -665,27 +569,34 @@ impl PostgresSinkTask {
         })
     }
 
-    /// Picks out the fields of one record (primary key included).
-    fn extract(&self, index: usize, record: &Record) -> Result<Option<Extracted>, ConnectError> {
-        let table = table_for(&self.config.table_name_format, &record.topic);
-        let mut fields: Vec<(String, Value)> = Vec::new();
-        let mut pk: Vec<String> = Vec::new();
-        let key_fields = |fields: &mut Vec<(String, Value)>,
-                          pk: &mut Vec<String>|
+    /// Picks out the fields of one record (primary key included), for table `table`.
+    fn extract<'r>(
+        &self,
+        index: usize,
+        record: &'r Record,
+        table: usize,
+    ) -> Result<Option<Extracted<'r>>, ConnectError> {
+        type Fields<'r> = Vec<(Cow<'r, str>, Cow<'r, Value>)>;
+        let mut fields: Fields<'r> = Vec::new();
+        let mut pk: Vec<Cow<'r, str>> = Vec::new();
+        let key_fields = |fields: &mut Fields<'r>,
+                          pk: &mut Vec<Cow<'r, str>>|
          -> Result<(), ConnectError> {
             match record.key.as_ref() {
                 Some(Payload::Json(Value::Object(key))) => {
-                    let names: Vec<String> = if self.config.pk_fields.is_empty() {
-                        key.keys().cloned().collect()
-                    } else {
-                        self.config.pk_fields.clone()
+                    let mut add = |name: &'r String, v: &'r Value| {
+                        fields.push((Cow::Borrowed(name.as_str()), Cow::Borrowed(v)));
+                        pk.push(Cow::Borrowed(name.as_str()));
                     };
-                    for name in names {
-                        let v = key.get(&name).cloned().ok_or_else(|| {
-                            ConnectError::data(format!("the record key has no field `{name}`"))
-                        })?;
-                        fields.push((name.clone(), v));
-                        pk.push(name);
+                    if self.config.pk_fields.is_empty() {
+                        key.iter().for_each(|(name, v)| add(name, v));
+                    } else {
+                        for name in &self.config.pk_fields {
+                            let (name, v) = key.get_key_value(name).ok_or_else(|| {
+                                ConnectError::data(format!("the record key has no field `{name}`"))
+                            })?;
+                            add(name, v);
+                        }
                     }
                     Ok(())
                 }
@@ -694,8 +605,8 @@ impl PostgresSinkTask {
                 )),
                 Some(Payload::Json(v)) => match self.config.pk_fields.as_slice() {
                     [name] => {
-                        fields.push((name.clone(), v.clone()));
-                        pk.push(name.clone());
+                        fields.push((Cow::Owned(name.clone()), Cow::Borrowed(v)));
+                        pk.push(Cow::Owned(name.clone()));
                         Ok(())
                     }
                     _ => Err(ConnectError::data(
@@ -736,51 +647,52 @@ impl PostgresSinkTask {
             }
         };
 
+        fields.reserve(value.len() + 3);
         match self.config.pk_mode {
             PkMode::None => {}
             PkMode::Kafka => {
-                let names: Vec<String> = if self.config.pk_fields.len() == 3 {
-                    self.config.pk_fields.clone()
-                } else {
-                    KAFKA_COLUMNS.iter().map(|s| s.to_string()).collect()
-                };
                 let (Some(partition), Some(offset)) = (record.partition, record.offset) else {
                     return Err(ConnectError::data(
                         "pk.mode=kafka but the record has no partition or offset",
                     ));
                 };
                 let values = [
-                    Value::from(record.topic.clone()),
+                    Value::from(record.topic.as_str()),
                     Value::from(partition),
                     Value::from(offset),
                 ];
-                for (name, v) in names.into_iter().zip(values) {
-                    fields.push((name.clone(), v));
+                for (n, v) in values.into_iter().enumerate() {
+                    let name = match self.config.pk_fields.get(n) {
+                        Some(name) if self.config.pk_fields.len() == 3 => Cow::Owned(name.clone()),
+                        _ => Cow::Borrowed(KAFKA_COLUMNS[n]),
+                    };
+                    fields.push((name.clone(), Cow::Owned(v)));
                     pk.push(name);
                 }
             }
             PkMode::RecordKey => key_fields(&mut fields, &mut pk)?,
             PkMode::RecordValue => {
                 for name in &self.config.pk_fields {
-                    if !value.contains_key(name) {
+                    let Some((name, _)) = value.get_key_value(name) else {
                         return Err(ConnectError::data(format!(
                             "the record value has no primary key field `{name}`"
                         )));
-                    }
-                    pk.push(name.clone());
+                    };
+                    pk.push(Cow::Borrowed(name.as_str()));
                 }
             }
         }
-        let taken: HashSet<String> = fields.iter().map(|(n, _)| n.clone()).collect();
+        // Key fields take precedence over value fields of the same name.
+        let from_key = fields.len();
         for (name, v) in value {
-            if taken.contains(name) {
+            if fields[..from_key].iter().any(|(n, _)| n == name) {
                 continue;
             }
             let wanted = self.whitelist.is_empty()
                 || self.whitelist.contains(name)
-                || (self.config.pk_mode == PkMode::RecordValue && pk.contains(name));
+                || (self.config.pk_mode == PkMode::RecordValue && pk.iter().any(|p| p == name));
             if wanted {
-                fields.push((name.clone(), v.clone()));
+                fields.push((Cow::Borrowed(name.as_str()), Cow::Borrowed(v)));
             }
         }
         Ok(Some(Extracted {
@@ -893,7 +805,7 @@ impl PostgresSinkTask {
         let rows = client
             .query(
                 "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, NULL), \
-                        b.typname::text \
+                        b.typname::text, b.oid \
                  FROM pg_catalog.pg_attribute a \
                  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
                  JOIN pg_catalog.pg_type b ON b.oid = \
@@ -911,11 +823,13 @@ impl PostgresSinkTask {
             let name: String = row.try_get(0).map_err(|e| classify(&ctx, &e))?;
             let cast: String = row.try_get(1).map_err(|e| classify(&ctx, &e))?;
             let typname: String = row.try_get(2).map_err(|e| classify(&ctx, &e))?;
+            let oid: u32 = row.try_get(3).map_err(|e| classify(&ctx, &e))?;
             by_name.insert(name.clone(), columns.len());
             columns.push(Column {
                 name,
                 cast,
                 kind: TypeKind::from_typname(&typname),
+                oid,
             });
         }
         Ok(Some(TableInfo {
@@ -933,7 +847,7 @@ impl PostgresSinkTask {
         client: &deadpool_postgres::Client,
         schema: &Option<String>,
         table: &str,
-        records: &[&Extracted],
+        records: &[&Extracted<'_>],
     ) -> Result<Arc<TableInfo>, ConnectError> {
         let cache_key = quoted_table(schema, table);
         let mut info = match self.tables.get(&cache_key) {
@@ -946,15 +860,15 @@ impl PostgresSinkTask {
             let mut seen: HashMap<String, usize> = HashMap::new();
             for r in records {
                 for (name, v) in &r.fields {
-                    match seen.get(name) {
+                    match seen.get(name.as_ref()) {
                         Some(&i) => {
                             if order[i].1.is_null() {
-                                order[i].1 = v.clone();
+                                order[i].1 = v.clone().into_owned();
                             }
                         }
                         None => {
-                            seen.insert(name.clone(), order.len());
-                            order.push((name.clone(), v.clone()));
+                            seen.insert(name.to_string(), order.len());
+                            order.push((name.to_string(), v.clone().into_owned()));
                         }
                     }
                 }
@@ -1023,86 +937,36 @@ impl PostgresSinkTask {
         self.tables.insert(cache_key, info.clone());
         Ok(info)
     }
-
-    /// Converts one extracted record to a row of its table.
-    fn convert_row(&self, e: &Extracted, table: &Arc<TableInfo>) -> Result<Row, ConnectError> {
-        let mut pairs: Vec<(usize, Option<String>)> = Vec::with_capacity(e.fields.len());
-        let mut pk = Vec::with_capacity(e.pk.len());
-        for name in &e.pk {
-            let idx = table.by_name.get(name).copied().ok_or_else(|| {
-                ConnectError::data(format!(
-                    "primary key field `{name}` has no column in table {}",
-                    table.display
-                ))
-            })?;
-            pk.push(idx);
-        }
-        for (name, value) in &e.fields {
-            let Some(&idx) = table.by_name.get(name) else {
-                continue; // Fields the table lacks are ignored (auto.evolve adds them).
-            };
-            if e.delete && !pk.contains(&idx) {
-                continue;
-            }
-            let col = &table.columns[idx];
-            let text = convert(col.kind, value).map_err(|m| {
-                ConnectError::data(format!(
-                    "field `{name}` cannot be written to column \"{}\" ({}) of table {}: {m}",
-                    col.name, col.cast, table.display
-                ))
-            })?;
-            if text.is_none() && pk.contains(&idx) {
-                return Err(ConnectError::data(format!(
-                    "primary key field `{name}` is null"
-                )));
-            }
-            pairs.push((idx, text));
-        }
-        if pairs.is_empty() {
-            return Err(ConnectError::data(format!(
-                "the record has no field matching a column of table {}",
-                table.display
-            )));
-        }
-        pairs.sort_by_key(|(i, _)| *i);
-        let key = if pk.is_empty() {
-            None
-        } else {
-            let mut k = String::new();
-            for idx in &pk {
-                if let Some((_, Some(v))) = pairs.iter().find(|(i, _)| i == idx) {
-                    k.push_str(v);
-                }
-                k.push('\0');
-            }
-            Some(k)
-        };
-        let (cols, vals) = pairs.into_iter().unzip();
-        Ok(Row {
-            index: e.index,
-            table: table.clone(),
-            delete: e.delete,
-            cols,
-            vals,
-            pk,
-            key,
-        })
-    }
 }
 
-/// The statement that writes rows of one shape.
-fn build_sql(mode: InsertMode, row: &Row) -> Option<String> {
+/// The statement that writes rows of one shape. Column `p` is bound as its binary array
+/// type when `binary[p]`, else as `text[]`; either way the select casts it to the column's
+/// type (a no-op for the binary ones, the type's input function for text).
+fn build_sql(mode: InsertMode, row: &Row, binary: &[bool]) -> Option<String> {
     let t = &row.table;
     let name = |i: usize| quote_ident(&t.columns[i].name);
     let cast = |pos: usize, i: usize| format!("u.c{pos}::{}", t.columns[i].cast);
-    let args: Vec<String> = (1..=row.cols.len())
-        .map(|p| format!("${p}::text[]"))
+    let args: Vec<String> = row
+        .shape
+        .cols
+        .iter()
+        .enumerate()
+        .map(|(p, &i)| {
+            let array = match binary.get(p) {
+                Some(true) => t.columns[i].kind.array_type().unwrap_or("text[]"),
+                _ => "text[]",
+            };
+            format!("${}::{array}", p + 1)
+        })
         .collect();
-    let aliases: Vec<String> = (1..=row.cols.len()).map(|p| format!("c{p}")).collect();
+    let aliases: Vec<String> = (1..=row.shape.cols.len())
+        .map(|p| format!("c{p}"))
+        .collect();
     let from = format!("unnest({}) AS u({})", args.join(", "), aliases.join(", "));
-    let pos_of = |i: usize| row.cols.iter().position(|c| *c == i).map(|p| p + 1);
+    let pos_of = |i: usize| row.shape.cols.iter().position(|c| *c == i).map(|p| p + 1);
     let pk_match = || -> Option<String> {
         let conds: Option<Vec<String>> = row
+            .shape
             .pk
             .iter()
             .map(|&i| pos_of(i).map(|p| format!("t.{} = {}", name(i), cast(p, i))))
@@ -1117,10 +981,11 @@ fn build_sql(mode: InsertMode, row: &Row) -> Option<String> {
         ));
     }
     let non_pk: Vec<(usize, usize)> = row
+        .shape
         .cols
         .iter()
         .enumerate()
-        .filter(|(_, i)| !row.pk.contains(i))
+        .filter(|(_, i)| !row.shape.pk.contains(i))
         .map(|(p, i)| (p + 1, *i))
         .collect();
     match mode {
@@ -1140,8 +1005,9 @@ fn build_sql(mode: InsertMode, row: &Row) -> Option<String> {
             ))
         }
         InsertMode::Insert | InsertMode::Upsert => {
-            let cols: Vec<String> = row.cols.iter().map(|&i| name(i)).collect();
+            let cols: Vec<String> = row.shape.cols.iter().map(|&i| name(i)).collect();
             let sel: Vec<String> = row
+                .shape
                 .cols
                 .iter()
                 .enumerate()
@@ -1153,8 +1019,8 @@ fn build_sql(mode: InsertMode, row: &Row) -> Option<String> {
                 cols.join(", "),
                 sel.join(", ")
             );
-            if mode == InsertMode::Upsert && !row.pk.is_empty() {
-                let pk: Vec<String> = row.pk.iter().map(|&i| name(i)).collect();
+            if mode == InsertMode::Upsert && !row.shape.pk.is_empty() {
+                let pk: Vec<String> = row.shape.pk.iter().map(|&i| name(i)).collect();
                 sql.push_str(&format!(" ON CONFLICT ({}) DO ", pk.join(", ")));
                 if non_pk.is_empty() {
                     sql.push_str("NOTHING");
@@ -1175,22 +1041,50 @@ fn build_sql(mode: InsertMode, row: &Row) -> Option<String> {
 async fn exec_run(
     tx: &deadpool_postgres::Transaction<'_>,
     mode: InsertMode,
-    rows: &[&Row],
+    rows: &[&Row<'_>],
 ) -> Result<(), tokio_postgres::Error> {
     let Some(first) = rows.first() else {
         return Ok(());
     };
-    let Some(sql) = build_sql(mode, first) else {
+    let kinds: Vec<TypeKind> = first
+        .shape
+        .cols
+        .iter()
+        .map(|&i| first.table.columns[i].kind)
+        .collect();
+    // Per column: binary when the type has a binary form here and every value has one.
+    let binary: Vec<bool> = kinds
+        .iter()
+        .enumerate()
+        .map(|(c, &kind)| {
+            kind.array_type().is_some() && rows.iter().all(|r| r.vals[c].has_binary(kind))
+        })
+        .collect();
+    if mode == InsertMode::Insert && !first.delete && rows.len() >= COPY_MIN_ROWS {
+        // Binary COPY needs every column in binary; a column of a type we have no binary
+        // encoding for (enums, intervals, arrays, ...), or a value whose meaning only the
+        // server knows, sends the run as text COPY instead.
+        return if BINARY_COPY && binary.iter().all(|b| *b) {
+            copy_binary(tx, first, &kinds, rows).await
+        } else {
+            copy_text(tx, first, &kinds, rows).await
+        };
+    }
+    let Some(sql) = build_sql(mode, first, &binary) else {
         return Ok(());
     };
-    let columns: Vec<Vec<Option<&str>>> = (0..first.cols.len())
-        .map(|c| rows.iter().map(|r| r.vals[c].as_deref()).collect())
+    let columns: Vec<ColumnArray<'_>> = kinds
+        .iter()
+        .zip(&binary)
+        .enumerate()
+        .map(|(c, (&kind, &binary))| ColumnArray {
+            kind,
+            binary,
+            cells: rows.iter().map(|r| &r.vals[c]).collect(),
+        })
         .collect();
     let params: Vec<&(dyn ToSql + Sync)> =
         columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-    if mode == InsertMode::Insert && !first.delete && rows.len() >= COPY_MIN_ROWS {
-        return copy_run(tx, first, rows).await;
-    }
     let statement = tx.prepare_cached(&sql).await?;
     tx.execute(&statement, &params).await?;
     Ok(())
@@ -1199,30 +1093,76 @@ async fn exec_run(
 /// From this many rows of one shape on, `insert` uses COPY instead of INSERT ... unnest.
 const COPY_MIN_ROWS: usize = 64;
 
-/// Writes rows with `COPY table (cols) FROM STDIN` (text format): the values are already
-/// the text the columns' input functions take, so they only need COPY's escaping.
-async fn copy_run(
-    tx: &deadpool_postgres::Transaction<'_>,
-    first: &Row,
-    rows: &[&Row],
-) -> Result<(), tokio_postgres::Error> {
-    use bytes::BufMut;
-    use futures_util::SinkExt;
+/// Whether `insert` runs use binary COPY when every value has a binary form (else text
+/// COPY). Measured in BENCHMARKS.md (PostgresSink).
+const BINARY_COPY: bool = true;
 
+fn copy_sql(first: &Row<'_>, binary: bool) -> String {
     let t = &first.table;
     let cols: Vec<String> = first
+        .shape
         .cols
         .iter()
         .map(|&i| quote_ident(&t.columns[i].name))
         .collect();
-    let sql = format!("COPY {} ({}) FROM STDIN", t.quoted, cols.join(", "));
+    let format = if binary { " (FORMAT binary)" } else { "" };
+    format!("COPY {} ({}) FROM STDIN{format}", t.quoted, cols.join(", "))
+}
+
+/// Writes rows with `COPY table (cols) FROM STDIN (FORMAT binary)`: PostgreSQL stores
+/// the values as sent, without parsing text.
+async fn copy_binary(
+    tx: &deadpool_postgres::Transaction<'_>,
+    first: &Row<'_>,
+    kinds: &[TypeKind],
+    rows: &[&Row<'_>],
+) -> Result<(), tokio_postgres::Error> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+
+    let types: Vec<Type> = first
+        .shape
+        .cols
+        .iter()
+        .map(|&i| first.table.columns[i].pg_type())
+        .collect();
+    let sink = tx.copy_in(&copy_sql(first, true)).await?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    let mut writer = std::pin::pin!(writer);
+    // Filled before each await and passed as a slice: an iterator adapter with a closure
+    // held across the await would make the future not `Send`.
+    let mut values: Vec<CellRef<'_>> = Vec::with_capacity(kinds.len());
+    for row in rows {
+        values.clear();
+        values.extend(
+            kinds
+                .iter()
+                .zip(&row.vals)
+                .map(|(&kind, cell)| CellRef { kind, cell }),
+        );
+        writer.as_mut().write_raw(values.iter()).await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// Writes rows with `COPY table (cols) FROM STDIN` (text format): the values' text forms
+/// are what the columns' input functions take, so they only need COPY's escaping.
+async fn copy_text(
+    tx: &deadpool_postgres::Transaction<'_>,
+    first: &Row<'_>,
+    kinds: &[TypeKind],
+    rows: &[&Row<'_>],
+) -> Result<(), tokio_postgres::Error> {
+    use bytes::BufMut;
+    use futures_util::SinkExt;
+
     let mut buf = bytes::BytesMut::with_capacity(rows.len() * 64);
     for row in rows {
-        for (n, value) in row.vals.iter().enumerate() {
+        for (n, (value, &kind)) in row.vals.iter().zip(kinds).enumerate() {
             if n > 0 {
                 buf.put_u8(b'\t');
             }
-            match value {
+            match value.text(kind) {
                 None => buf.put_slice(b"\\N"),
                 Some(text) => {
                     for &b in text.as_bytes() {
@@ -1239,7 +1179,9 @@ async fn copy_run(
         }
         buf.put_u8(b'\n');
     }
-    let sink = tx.copy_in::<_, bytes::Bytes>(&sql).await?;
+    let sink = tx
+        .copy_in::<_, bytes::Bytes>(&copy_sql(first, false))
+        .await?;
     let mut sink = std::pin::pin!(sink);
     sink.send(buf.freeze()).await?;
     sink.as_mut().finish().await?;
@@ -1251,10 +1193,10 @@ async fn copy_run(
 async fn exec_range(
     tx: &deadpool_postgres::Transaction<'_>,
     mode: InsertMode,
-    rows: &[Row],
+    rows: &[Row<'_>],
 ) -> Result<(), tokio_postgres::Error> {
     let mut run: Vec<&Row> = Vec::new();
-    let mut keys: HashSet<&str> = HashSet::new();
+    let mut keys: HashSet<&[u8]> = HashSet::new();
     for row in rows {
         let repeated = row.key.as_deref().is_some_and(|k| keys.contains(k));
         if run.first().is_some_and(|f| !f.same_shape(row)) || repeated {
@@ -1275,7 +1217,7 @@ async fn exec_range(
 async fn write_isolating(
     tx: &deadpool_postgres::Transaction<'_>,
     mode: InsertMode,
-    rows: &[Row],
+    rows: &[Row<'_>],
     chunk: usize,
 ) -> Result<Vec<RecordFailure>, ConnectError> {
     let mut failures = Vec::new();
@@ -1350,12 +1292,30 @@ impl SinkTask for PostgresSinkTask {
             self.offsets = Some(self.load_offsets(&c).await?);
             client = Some(c);
         }
+        // Tables, in order of first use, and the table of each topic seen.
+        let mut tables: Vec<(Option<String>, String)> = Vec::new();
+        let mut topics: Vec<(&str, usize)> = Vec::new();
         let mut extracted = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
             if self.already_written(record) {
                 continue;
             }
-            match self.extract(index, record) {
+            let table = match topics.iter().find(|(t, _)| *t == record.topic) {
+                Some((_, table)) => *table,
+                None => {
+                    let name = table_for(&self.config.table_name_format, &record.topic);
+                    let table = match tables.iter().position(|t| *t == name) {
+                        Some(at) => at,
+                        None => {
+                            tables.push(name);
+                            tables.len() - 1
+                        }
+                    };
+                    topics.push((&record.topic, table));
+                    table
+                }
+            };
+            match self.extract(index, record, table) {
                 Ok(Some(e)) => extracted.push(e),
                 Ok(None) => {}
                 Err(error) => result.failed.push(RecordFailure { index, error }),
@@ -1369,26 +1329,20 @@ impl SinkTask for PostgresSinkTask {
             None => self.pool.get().await.map_err(pool_error)?,
         };
 
-        // Tables, in order of first use; DDL (auto.create / auto.evolve) happens here.
-        let mut order: Vec<(Option<String>, String)> = Vec::new();
-        for e in &extracted {
-            if !order.contains(&e.table) {
-                order.push(e.table.clone());
-            }
-        }
-        let mut infos: HashMap<(Option<String>, String), Arc<TableInfo>> = HashMap::new();
-        for t in order {
-            let members: Vec<&Extracted> = extracted.iter().filter(|e| e.table == t).collect();
-            let info = self.ensure_table(&client, &t.0, &t.1, &members).await?;
-            infos.insert(t, info);
+        // DDL (auto.create / auto.evolve) happens here, table by table.
+        let mut infos: Vec<Arc<TableInfo>> = Vec::with_capacity(tables.len());
+        for (at, (schema, table)) in tables.iter().enumerate() {
+            let members: Vec<&Extracted<'_>> = extracted.iter().filter(|e| e.table == at).collect();
+            infos.push(self.ensure_table(&client, schema, table, &members).await?);
         }
 
         let mut rows = Vec::with_capacity(extracted.len());
+        let mut converter = RowConverter::default();
         for e in &extracted {
-            let Some(info) = infos.get(&e.table) else {
+            let Some(info) = infos.get(e.table) else {
                 continue;
             };
-            match self.convert_row(e, info) {
+            match converter.convert(e, info) {
                 Ok(row) => rows.push(row),
                 Err(error) => result.failed.push(RecordFailure {
                     index: e.index,
