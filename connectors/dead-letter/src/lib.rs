@@ -10,6 +10,7 @@
 mod file;
 mod letter;
 mod pg;
+mod replay;
 
 use std::path::PathBuf;
 
@@ -19,9 +20,11 @@ use sluice_api::{
     API_VERSION, ConfigIssue, ConfigMap, ConnectError, Plugin, PluginInfo, PluginKind,
     SinkConnector, SinkTask, parse_config, schema_of,
 };
+use sluice_pg::{ConnectOptions, SslMode};
 
 pub use letter::DeadLetter;
 pub use pg::create_table_sql;
+pub use replay::{FileReplayStore, PgReplayStore, ReplayStore, Selection, StoredLetter};
 
 /// The sink connector plugin. Register it with the runtime's registry.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,8 +45,9 @@ pub enum Store {
 pub struct DeadLetterSinkConfig {
     /// Where dead letters go: `postgres` (a table) or `file` (a JSON-lines file).
     pub store: Store,
-    /// For `store=postgres`: the database, as `postgres://user@host:port/db` or
-    /// `jdbc:postgresql://host:port/db`. Connections are made without TLS.
+    /// For `store=postgres`: the database, as `postgres://user@host:port/db`,
+    /// `jdbc:postgresql://host:port/db` or a libpq `key=value` string; `sslmode` and
+    /// `sslrootcert` may be given in its query string.
     #[serde(rename = "connection.url", default)]
     pub connection_url: Option<String>,
     /// For `store=postgres`: the user to connect as (overrides a user in the URL).
@@ -52,6 +56,18 @@ pub struct DeadLetterSinkConfig {
     /// For `store=postgres`: the password (never logged).
     #[serde(rename = "connection.password", default)]
     pub connection_password: Option<String>,
+    /// For `store=postgres`: TLS, as libpq's `sslmode` (overrides one in the URL):
+    /// `disable`, `prefer` (the default: TLS when the server offers it), `require` (TLS,
+    /// certificate not checked), `verify-ca` (the certificate must chain to
+    /// `connection.sslrootcert`, or to the system's roots when it is not set) or
+    /// `verify-full` (and must name the host).
+    #[serde(rename = "connection.sslmode", default)]
+    pub connection_sslmode: Option<SslMode>,
+    /// For `store=postgres`: a PEM file of the root certificates that sign the server's
+    /// certificate (overrides `sslrootcert` in the URL); `system` means the system's roots.
+    /// With it, `require` checks the chain as `verify-ca` does (as libpq).
+    #[serde(rename = "connection.sslrootcert", default)]
+    pub connection_sslrootcert: Option<String>,
     /// For `store=postgres`: the table, `name` or `schema.name`; the table (and the
     /// schema) are created when missing.
     #[serde(default = "default_table")]
@@ -70,12 +86,17 @@ impl std::fmt::Debug for DeadLetterSinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeadLetterSinkConfig")
             .field("store", &self.store)
-            .field("connection_url", &self.connection_url)
+            .field(
+                "connection_url",
+                &self.connection_url.as_deref().map(sluice_pg::redact),
+            )
             .field("connection_user", &self.connection_user)
             .field(
                 "connection_password",
                 &self.connection_password.as_ref().map(|_| "<redacted>"),
             )
+            .field("connection_sslmode", &self.connection_sslmode)
+            .field("connection_sslrootcert", &self.connection_sslrootcert)
             .field("table", &self.table)
             .field("file", &self.file)
             .finish()
@@ -84,7 +105,7 @@ impl std::fmt::Debug for DeadLetterSinkConfig {
 
 /// A validated configuration, ready to build a task from.
 enum Target {
-    Postgres(Box<tokio_postgres::Config>, pg::TableName),
+    Postgres(Box<sluice_pg::Connection>, pg::TableName),
     File(PathBuf),
 }
 
@@ -104,12 +125,16 @@ impl DeadLetterSinkConfig {
                         ));
                         None
                     }
-                    Some(url) => pg::pg_config(
+                    Some(url) => ConnectOptions {
                         url,
-                        self.connection_user.as_deref(),
-                        self.connection_password.as_deref(),
-                    )
-                    .map_err(|m| issues.push(ConfigIssue::error("connection.url", m)))
+                        user: self.connection_user.as_deref(),
+                        password: self.connection_password.as_deref(),
+                        sslmode: self.connection_sslmode,
+                        sslrootcert: self.connection_sslrootcert.as_deref(),
+                        application_name: Some("sluice-dead-letter"),
+                    }
+                    .resolve()
+                    .map_err(|problems| issues.extend(problems))
                     .ok(),
                 };
                 match (config, table) {
@@ -218,10 +243,20 @@ impl SinkConnector for DeadLetterSinkPlugin {
 
     fn create_task(&self, task_config: &ConfigMap) -> Result<Box<dyn SinkTask>, ConnectError> {
         Ok(match parse(task_config)? {
-            Target::Postgres(config, table) => Box::new(pg::PgTask::new(*config, table)?),
+            Target::Postgres(connection, table) => Box::new(pg::PgTask::new(&connection, table)?),
             Target::File(path) => Box::new(file::FileTask::new(path)),
         })
     }
+}
+
+/// The store a `DeadLetterSink` with this config writes to, read back by `sluice dlq`.
+pub fn open_replay_store(config: &ConfigMap) -> Result<Box<dyn ReplayStore>, ConnectError> {
+    Ok(match parse(config)? {
+        Target::Postgres(connection, table) => {
+            Box::new(PgReplayStore::new(connection.pool(1)?, table.sql()))
+        }
+        Target::File(path) => Box::new(FileReplayStore::new(path)),
+    })
 }
 
 #[cfg(test)]

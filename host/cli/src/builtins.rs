@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use sluice_api::Plugin;
 use sluice_runtime::PluginRegistry;
 
 pub fn registry() -> PluginRegistry {
@@ -20,4 +21,9 @@ pub fn registry() -> PluginRegistry {
         registry.add_predicate(predicate);
     }
     registry
+}
+
+/// The class of the sink whose store `sluice dlq` reads.
+pub fn dead_letter_sink_class() -> String {
+    sluice_dead_letter::DeadLetterSinkPlugin.info().class
 }
