@@ -15,7 +15,7 @@ use rand_pcg::Pcg64Mcg;
 use serde_json::{Map, Value};
 use sluice_api::{Header, Payload, Record, SourceRecord};
 
-use crate::{MalformedKind, Scenario, SimulatorConfig, TimestampMode};
+use crate::{EventType, MalformedKind, Scenario, SimulatorConfig, TimestampMode};
 
 /// 0000-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z: the range RFC 3339 can write.
 const MIN_MS: i64 = -62_167_219_200_000;
@@ -32,7 +32,6 @@ const PRODUCTS: [&str; 5] = [
     "Monitor_A4",
     "Keyboard_B5",
 ];
-const EVENT_TYPES: [(&str, u64); 3] = [("view", 70), ("add_to_cart", 20), ("purchase", 10)];
 const SENSORS: [&str; 5] = [
     "temperature",
     "humidity",
@@ -63,6 +62,8 @@ pub(crate) struct Generator {
     scenario: Scenario,
     seed: u64,
     key_field: Option<String>,
+    /// The `ecommerce` event types drawn from, with their weights.
+    event_types: Vec<(&'static str, u64)>,
     malformed_rate: f64,
     malformed_kinds: Vec<MalformedKind>,
     mode: TimestampMode,
@@ -141,6 +142,21 @@ fn ipv4(rng: &mut Pcg64Mcg) -> String {
     format!("{a}.{b}.{c}.{d}")
 }
 
+/// The weights `event.types` selects, in a fixed order; all types when none is valid
+/// (validation refuses that config before a generator is built).
+fn event_weights(types: &[EventType]) -> Vec<(&'static str, u64)> {
+    let chosen: Vec<EventType> = if types.is_empty() {
+        EventType::ALL.to_vec()
+    } else {
+        types.to_vec()
+    };
+    EventType::ALL
+        .into_iter()
+        .filter(|t| chosen.contains(t))
+        .map(|t| (t.as_str(), t.weight()))
+        .collect()
+}
+
 /// `2024-01-01T00:00:01.234Z`. `ms` must be within [MIN_MS, MAX_MS].
 pub(crate) fn format_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -157,6 +173,7 @@ impl Generator {
             scenario: config.scenario,
             seed: config.seed,
             key_field: config.resolved_key_field(),
+            event_types: event_weights(&config.types()),
             malformed_rate: config.malformed_rate,
             malformed_kinds: config.kinds(),
             mode: config.timestamp_mode,
@@ -207,7 +224,10 @@ impl Generator {
             Scenario::Ecommerce => {
                 event.insert("event_id".into(), Value::String(uuid(&mut rng)));
                 event.insert("user_id".into(), between(&mut rng, 1000, 9999).into());
-                event.insert("event_type".into(), weighted(&mut rng, &EVENT_TYPES).into());
+                // One draw whatever the types, so the other fields stay those of the
+                // unrestricted stream.
+                let event_type = weighted(&mut rng, &self.event_types);
+                event.insert("event_type".into(), event_type.into());
                 event.insert("product_id".into(), pick(&mut rng, &PRODUCTS).into());
                 event.insert("timestamp".into(), timestamp);
                 let price = if unit(&mut rng) < 0.3 {
@@ -337,7 +357,7 @@ mod tests {
         let mut counts = [0u32; 3];
         for seq in 0..30_000 {
             let mut rng = event_rng(9, 0, seq);
-            match weighted(&mut rng, &EVENT_TYPES) {
+            match weighted(&mut rng, &event_weights(&EventType::ALL)) {
                 "view" => counts[0] += 1,
                 "add_to_cart" => counts[1] += 1,
                 "purchase" => counts[2] += 1,

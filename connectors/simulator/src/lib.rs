@@ -85,6 +85,13 @@ pub struct SimulatorConfig {
     #[serde(rename = "batch.size", default = "default_batch_size")]
     #[schemars(range(min = 1, max = 100_000))]
     pub batch_size: u32,
+    /// `ecommerce` only: the event types generated (`view`, `add_to_cart`, `purchase`),
+    /// keeping their relative weights. Every other field of an event is the same as with
+    /// all types, so `purchase` alone yields the purchases of a much longer stream without
+    /// generating its views and carts.
+    #[serde(rename = "event.types", default = "all_event_types")]
+    #[schemars(with = "Vec<EventType>")]
+    pub event_types: Vec<String>,
 }
 
 /// The kind of events generated.
@@ -175,6 +182,46 @@ impl MalformedKind {
     }
 }
 
+/// An `ecommerce` event type.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// A product page seen (weight 70).
+    View,
+    /// A product put into the cart (weight 20).
+    AddToCart,
+    /// A product bought (weight 10).
+    Purchase,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 3] = [EventType::View, EventType::AddToCart, EventType::Purchase];
+
+    /// The name used in `event.types` and in the events' `event_type` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::View => "view",
+            EventType::AddToCart => "add_to_cart",
+            EventType::Purchase => "purchase",
+        }
+    }
+
+    /// How often this type is drawn relative to the others.
+    pub(crate) fn weight(self) -> u64 {
+        match self {
+            EventType::View => 70,
+            EventType::AddToCart => 20,
+            EventType::Purchase => 10,
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name.trim())
+    }
+}
+
 /// Where event times come from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -193,6 +240,13 @@ fn default_seed() -> u64 {
 
 fn all_malformed_kinds() -> Vec<String> {
     MalformedKind::ALL
+        .iter()
+        .map(|k| k.as_str().to_string())
+        .collect()
+}
+
+fn all_event_types() -> Vec<String> {
+    EventType::ALL
         .iter()
         .map(|k| k.as_str().to_string())
         .collect()
@@ -269,6 +323,39 @@ impl SimulatorConfig {
                 "must name at least one kind when malformed.rate is above 0",
             ));
         }
+        let unknown: Vec<&str> = self
+            .event_types
+            .iter()
+            .filter(|k| EventType::parse(k).is_none())
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            issues.push(ConfigIssue::error(
+                "event.types",
+                format!(
+                    "unknown event type(s) {}; expected any of view, add_to_cart, purchase",
+                    unknown
+                        .iter()
+                        .map(|k| format!("\"{k}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        } else if self.event_types.is_empty() {
+            issues.push(ConfigIssue::error(
+                "event.types",
+                "must name at least one event type",
+            ));
+        } else if self.scenario != Scenario::Ecommerce && self.types().len() < EventType::ALL.len()
+        {
+            issues.push(ConfigIssue::warning(
+                "event.types",
+                format!(
+                    "only the ecommerce scenario has event types; ignored for scenario {}",
+                    self.scenario.as_str()
+                ),
+            ));
+        }
         if let Some(field) = &self.key_field
             && !field.is_empty()
             && !self.scenario.fields().contains(&field.as_str())
@@ -302,6 +389,16 @@ impl SimulatorConfig {
             .malformed_kinds
             .iter()
             .filter_map(|k| MalformedKind::parse(k))
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// The `ecommerce` event types, parsed and deduplicated (unknown names skipped).
+    pub(crate) fn types(&self) -> Vec<EventType> {
+        let set: BTreeSet<EventType> = self
+            .event_types
+            .iter()
+            .filter_map(|k| EventType::parse(k))
             .collect();
         set.into_iter().collect()
     }
@@ -445,6 +542,7 @@ mod tests {
             "timestamp.start",
             "timestamp.interval.ms",
             "batch.size",
+            "event.types",
         ] {
             let prop = &props[key];
             assert!(

@@ -338,6 +338,53 @@ async fn ecommerce_fields_are_in_range() {
 }
 
 #[tokio::test]
+async fn event_types_restrict_the_types_and_keep_every_other_field() {
+    let all = generate(json!({"topic": "shop"}), 0, 2_000).await;
+    let bought = generate(
+        json!({"topic": "shop", "event.types": "purchase"}),
+        0,
+        2_000,
+    )
+    .await;
+    for (a, b) in all.iter().zip(&bought) {
+        let (mut a, b) = (value(a).clone(), value(b).clone());
+        assert_eq!(b["event_type"], "purchase", "{b}");
+        a["event_type"] = json!("purchase");
+        assert_eq!(a, b, "only event_type differs from the unrestricted stream");
+    }
+
+    let two = generate(
+        json!({"topic": "shop", "event.types": ["add_to_cart", "purchase"]}),
+        0,
+        3_000,
+    )
+    .await;
+    let carts = two
+        .iter()
+        .filter(|r| value(r)["event_type"] == "add_to_cart")
+        .count();
+    let purchases = two
+        .iter()
+        .filter(|r| value(r)["event_type"] == "purchase")
+        .count();
+    assert_eq!(carts + purchases, 3_000);
+    // Weights 20:10 are kept: two thirds carts.
+    assert!((1_850..=2_150).contains(&carts), "{carts} carts of 3000");
+
+    // Replays stay exact with a restriction.
+    let again = generate(
+        json!({"topic": "shop", "event.types": "purchase"}),
+        0,
+        2_000,
+    )
+    .await;
+    assert_eq!(
+        bought.iter().map(serialized).collect::<Vec<_>>(),
+        again.iter().map(serialized).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn sensor_fields_are_in_range() {
     let records = generate(json!({"topic": "t", "scenario": "sensors"}), 0, 10_000).await;
     let sensors = [
@@ -664,6 +711,23 @@ fn validation_names_the_keys() {
         keys(json!({"topic": "t", "malformed.kinds": "", "malformed.rate": 0.1})),
         vec!["malformed.kinds"]
     );
+    assert_eq!(
+        keys(json!({"topic": "t", "event.types": "purchase,refund"})),
+        vec!["event.types"]
+    );
+    assert_eq!(
+        keys(json!({"topic": "t", "event.types": ""})),
+        vec!["event.types"]
+    );
+    let issues = SimulatorPlugin.validate(&config(
+        json!({"topic": "t", "scenario": "sensors", "event.types": "purchase"}),
+    ));
+    assert!(
+        issues.len() == 1
+            && issues[0].severity == Severity::Warning
+            && issues[0].key.as_deref() == Some("event.types"),
+        "{issues:?}"
+    );
     assert_eq!(keys(json!({"topic": "t", "rate": -1})), vec!["rate"]);
     assert_eq!(
         keys(json!({"topic": "t", "batch.size": 0})),
@@ -701,6 +765,7 @@ fn string_values_are_coerced() {
         "topic": "t", "scenario": "user-activity", "seed": "1000", "rate": "0.5",
         "max.events": "1000", "malformed.rate": "0.5", "malformed.kinds": "invalid_json, wrong_type",
         "timestamp.mode": "wallclock", "timestamp.interval.ms": "10", "batch.size": "20",
+        "event.types": "view, purchase",
         "connector.class": "SimulatorSource", "tasks.max": "2"
     })))
     .unwrap();
@@ -709,6 +774,7 @@ fn string_values_are_coerced() {
     assert_eq!(c.max_events, 1000);
     assert_eq!(c.malformed_rate, 0.5);
     assert_eq!(c.malformed_kinds, vec!["invalid_json", "wrong_type"]);
+    assert_eq!(c.event_types, vec!["view", "purchase"]);
     assert_eq!(c.timestamp_interval_ms, 10);
     assert_eq!(c.batch_size, 20);
     assert_eq!(c.scenario, sluice_simulator::Scenario::UserActivity);
@@ -721,6 +787,7 @@ fn string_values_are_coerced() {
     );
     assert_eq!(d.scenario, sluice_simulator::Scenario::Ecommerce);
     assert_eq!(d.malformed_kinds.len(), 3);
+    assert_eq!(d.event_types, vec!["view", "add_to_cart", "purchase"]);
     assert_eq!(d.timestamp_start, "2024-01-01T00:00:00Z");
     assert_eq!(d.timestamp_interval_ms, 1000);
     assert_eq!(d.key_field, None);
