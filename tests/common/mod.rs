@@ -1,6 +1,9 @@
 //! Helpers for end-to-end tests: they run the real `sluice` binary on real files.
 #![allow(dead_code)]
 
+pub mod kafka;
+pub mod pg_cluster;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

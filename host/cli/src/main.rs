@@ -1,6 +1,7 @@
 //! `sluice`: runs Kafka Connect-style connectors declared in JSON.
 
 mod builtins;
+mod dlq;
 mod progress;
 mod schemas;
 mod status_file;
@@ -83,6 +84,11 @@ enum Command {
     },
     /// Lists the connector, transform and predicate types this binary knows.
     Plugins,
+    /// Dead letters stored by a DeadLetterSink: list them, replay them.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// Writes one JSON Schema per plugin (plus worker and common connector keys).
     Schemas {
         #[arg(long)]
@@ -173,6 +179,16 @@ fn main() -> ExitCode {
             ))
         }
         Command::Validate { files } => validate(&registry, &files),
+        Command::Dlq { command } => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(dlq::run(registry, command)),
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                ExitCode::from(EXIT_INVALID)
+            }
+        },
         Command::Plugins => {
             plugins(&registry);
             ExitCode::SUCCESS
@@ -305,7 +321,11 @@ async fn standalone(
     let Some(connectors) = load_connectors(&registry, files) else {
         return ExitCode::from(EXIT_INVALID);
     };
-    let mut worker = match Worker::standalone(config, registry) {
+    let worker = match sluice_kafka::KafkaSettings::from_worker(&config) {
+        Some(kafka) => kafka_worker(config, registry, kafka).await,
+        None => Worker::standalone(config, registry).map_err(|e| e.to_string()),
+    };
+    let mut worker = match worker {
         Ok(w) => w,
         Err(e) => {
             eprintln!("error: {e}");
@@ -358,6 +378,29 @@ async fn standalone(
         }
         ExitCode::from(EXIT_TASK_FAILED)
     }
+}
+
+/// A worker whose topics are Kafka topics and whose source offsets are in the offset topic.
+async fn kafka_worker(
+    config: WorkerConfig,
+    registry: PluginRegistry,
+    kafka: sluice_kafka::KafkaSettings,
+) -> Result<Worker, String> {
+    for key in kafka.ignored_keys() {
+        tracing::warn!(key, "not a librdkafka setting; ignored");
+    }
+    let kafka = std::sync::Arc::new(kafka);
+    let bus = sluice_kafka::KafkaBus::new(kafka.clone()).map_err(|e| e.to_string())?;
+    let offsets = sluice_kafka::KafkaOffsetStore::open(kafka.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Worker::with_parts(
+        config,
+        registry,
+        std::sync::Arc::new(bus),
+        std::sync::Arc::new(offsets),
+        std::sync::Arc::new(sluice_runtime::status::MemoryStatusStore::default()),
+    ))
 }
 
 /// Resolves on SIGINT or SIGTERM. A second signal exits at once.

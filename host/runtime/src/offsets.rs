@@ -18,6 +18,9 @@ use sluice_api::SourceOffset;
 pub enum OffsetStoreError {
     #[error("offset file {path}: {message}")]
     File { path: String, message: String },
+    /// Another store (the Kafka offset topic), with what it is.
+    #[error("offset store {store}: {message}")]
+    Store { store: String, message: String },
 }
 
 #[async_trait]

@@ -87,7 +87,7 @@ async fn start(env: &TaskEnv) -> Result<SinkRun, ConnectError> {
     })
     .await?;
     let consumer = env.bus.subscribe(
-        &group_id(env.connector.name()),
+        &env.connector.group_id(),
         &env.connector.topic_filter(),
         env.task_id,
         task_count as u32,
@@ -139,6 +139,14 @@ impl SinkRun {
             let idle = batch.is_empty();
             if !idle {
                 self.deliver(batch, stop).await?;
+            }
+            if self.consumer.revoking() {
+                // A rebalance takes partitions away: what was given from them must be
+                // durable and committed before they move, so their next owner neither
+                // skips nor repeats records.
+                self.flush_and_ack(stop, false).await?;
+                self.consumer.release_revoked().await;
+                continue;
             }
             if self.stateful && self.last_tick.elapsed() >= Duration::from_secs(1) {
                 self.last_tick = Instant::now();
@@ -343,6 +351,14 @@ impl SinkRun {
         }
         let deadline = Instant::now() + Duration::from_millis(self.env.worker.shutdown_timeout_ms);
         while !self.dead_letters.iter().all(Ticket::is_durable) {
+            if let Some(reason) = self.dead_letters.iter().find_map(Ticket::failure) {
+                return Err(Failure::new(
+                    Stage::Produce,
+                    "bus",
+                    ConnectError::retriable(format!("dead letter not written: {reason}")),
+                    1,
+                ));
+            }
             if (stopping || stop.is_stopped()) && Instant::now() >= deadline {
                 tracing::warn!(connector = %self.env.connector.name(), task = self.env.task_id,
                     "dead letters not durable at shutdown; their records will be consumed again");

@@ -69,11 +69,12 @@ impl PendingOffsets {
     }
 
     /// Moves the durable prefix of the queue into `ready`. Only a prefix: an offset may be
-    /// committed only when every record before it is durable too.
-    fn collect(&mut self) {
+    /// committed only when every record before it is durable too. Returns why the first
+    /// record that will never be durable failed, if one did.
+    fn collect(&mut self) -> Option<String> {
         while let Some((ticket, _)) = self.queue.front() {
-            if ticket.as_ref().is_some_and(|t| !t.is_durable()) {
-                break;
+            if let Some(ticket) = ticket.as_ref().filter(|t| !t.is_durable()) {
+                return ticket.failure().map(str::to_string);
             }
             let Some((_, carried)) = self.queue.pop_front() else {
                 break;
@@ -93,6 +94,7 @@ impl PendingOffsets {
                 }
             }
         }
+        None
     }
 
     fn is_empty(&self) -> bool {
@@ -247,7 +249,7 @@ impl SourceRun {
         while !stop.is_stopped() {
             if progress.exhausted.load(Ordering::Acquire) {
                 // Nothing more to poll: keep committing as the last records become durable.
-                self.pending.collect();
+                self.collect_durable().await?;
                 if self.pending.is_empty() {
                     self.commit().await;
                     progress.settled.store(true, Ordering::Release);
@@ -304,12 +306,27 @@ impl SourceRun {
                     }
                 }
             }
-            self.pending.collect();
+            self.collect_durable().await?;
             if self.last_commit.elapsed() >= self.flush_interval() {
                 self.commit().await;
             }
         }
         Ok(())
+    }
+
+    /// Takes in what became durable. A record the bus failed to make durable fails the
+    /// task, after committing the offsets before it: a restart resends from there.
+    async fn collect_durable(&mut self) -> Result<(), Failure> {
+        let Some(reason) = self.pending.collect() else {
+            return Ok(());
+        };
+        self.commit().await;
+        Err(Failure::new(
+            Stage::Produce,
+            "bus",
+            ConnectError::retriable(reason),
+            1,
+        ))
     }
 
     /// Sends records a stateful transform emitted on its own (closed windows); they carry

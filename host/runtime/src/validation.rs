@@ -7,7 +7,7 @@ use regex::Regex;
 use serde_json::Value;
 use sluice_api::{ConfigIssue, ConfigMap, Severity, parse_config, schema_of};
 
-use crate::bus::TopicFilter;
+use crate::bus::{ClientOverrides, TopicFilter};
 use crate::connector::{
     CommonConfig, ConnectorDefinition, ConnectorProblem, PASS_THROUGH_PREFIXES,
 };
@@ -34,6 +34,32 @@ impl ValidatedConnector {
     /// The topics a sink consumes (meaningless for sources).
     pub fn topic_filter(&self) -> TopicFilter {
         topic_filter(&self.common).unwrap_or(TopicFilter::Names(Vec::new()))
+    }
+
+    /// The connector's `producer.override.*` / `consumer.override.*` keys, prefixes removed.
+    pub fn client_overrides(&self) -> ClientOverrides {
+        let mut overrides = ClientOverrides::default();
+        for (key, value) in &self.definition.config {
+            let value = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if let Some(k) = key.strip_prefix("producer.override.") {
+                overrides.producer.push((k.to_string(), value));
+            } else if let Some(k) = key.strip_prefix("consumer.override.") {
+                overrides.consumer.push((k.to_string(), value));
+            }
+        }
+        overrides
+    }
+
+    /// A sink connector's consumer group: `connect-<name>`, as Kafka Connect, unless
+    /// `consumer.override.group.id` names another.
+    pub fn group_id(&self) -> String {
+        match self.definition.config.get("consumer.override.group.id") {
+            Some(serde_json::Value::String(group)) if !group.is_empty() => group.clone(),
+            _ => crate::sink_driver::group_id(self.name()),
+        }
     }
 }
 

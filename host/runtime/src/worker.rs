@@ -15,7 +15,7 @@ use crate::connector::RestartPolicy;
 use crate::metrics::{ConnectorMetrics, MetricsRegistry};
 use crate::offsets::{FileOffsetStore, OffsetStore, OffsetStoreError};
 use crate::registry::PluginRegistry;
-use crate::sink_driver::{self, group_id};
+use crate::sink_driver;
 use crate::source_driver::{self, SourceProgress};
 use crate::status::{MemoryStatusStore, StatusStore, StatusView, TaskState, TaskStatus};
 use crate::stop::{StopHandle, StopSignal, stop_pair};
@@ -196,7 +196,7 @@ impl Worker {
             connectors.into_iter().partition(|c| !c.is_source());
         for connector in &sinks {
             self.bus
-                .register_group(&group_id(connector.name()), &connector.topic_filter());
+                .register_group(&connector.group_id(), &connector.topic_filter());
         }
         for connector in sinks.into_iter().chain(sources) {
             self.start_connector(Arc::new(connector));
@@ -222,12 +222,44 @@ impl Worker {
         let tasks = Self::task_count(&connector);
         self.status_view.add_connector(connector.name(), is_source);
         tracing::info!(connector = %connector.name(), class = %connector.common.connector_class, tasks, "starting connector");
+        let bus = match self
+            .bus
+            .clone()
+            .for_connector(connector.name(), &connector.client_overrides())
+        {
+            Ok(bus) => bus,
+            Err(e) => {
+                // The connector's client overrides are unusable: its tasks cannot start.
+                let trace = format!("creating the connector's Kafka clients: {e}");
+                tracing::error!(connector = %connector.name(), "{trace}");
+                for task in 0..tasks {
+                    self.status.put_task(
+                        connector.name(),
+                        task,
+                        TaskStatus {
+                            state: TaskState::Failed,
+                            worker_id: self.config.worker_id.clone(),
+                            trace: Some(trace.clone()),
+                            restarts: 0,
+                            exhausted: false,
+                            retrying: None,
+                        },
+                    );
+                    let _ = self.failures_tx.send(TaskFailure {
+                        connector: connector.name().to_string(),
+                        task,
+                        trace: trace.clone(),
+                    });
+                }
+                return;
+            }
+        };
         for task_id in 0..tasks {
             let env = TaskEnv {
                 connector: connector.clone(),
                 task_id,
                 registry: self.registry.clone(),
-                bus: self.bus.clone(),
+                bus: bus.clone(),
                 offsets: self.offsets.clone(),
                 metrics: metrics.clone(),
                 worker: self.config.clone(),

@@ -46,6 +46,43 @@ pub struct WorkerConfig {
     /// This worker's id in statuses (`host:port` in Kafka Connect).
     #[serde(rename = "worker.id", default = "default_worker_id")]
     pub worker_id: String,
+    /// Kafka brokers (`host:port,…`). When set, topics are Kafka topics: sources produce
+    /// to them, sinks consume them in consumer groups, and source offsets go to
+    /// `offset.storage.topic` instead of the file. Client settings come from `producer.*`,
+    /// `consumer.*` and `admin.*` keys (librdkafka's property names, prefix removed).
+    #[serde(rename = "bootstrap.servers", default)]
+    pub bootstrap_servers: Option<String>,
+    /// With Kafka: the compacted topic holding source offsets, keyed as Kafka Connect's.
+    #[serde(rename = "offset.storage.topic", default = "default_offset_topic")]
+    pub offset_storage_topic: String,
+    /// With Kafka: partitions of `offset.storage.topic` when sluice creates it.
+    #[serde(
+        rename = "offset.storage.partitions",
+        default = "default_offset_partitions"
+    )]
+    #[schemars(range(min = 1))]
+    pub offset_storage_partitions: u32,
+    /// With Kafka: replication factor of `offset.storage.topic` when sluice creates it;
+    /// -1 takes the broker's default.
+    #[serde(
+        rename = "offset.storage.replication.factor",
+        default = "default_replication"
+    )]
+    pub offset_storage_replication_factor: i32,
+    /// Every key of the file as given, for the client settings (`producer.*`, …).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub raw: ConfigMap,
+}
+
+fn default_offset_topic() -> String {
+    "connect-offsets".to_string()
+}
+fn default_offset_partitions() -> u32 {
+    25
+}
+fn default_replication() -> i32 {
+    -1
 }
 
 fn default_offset_file() -> PathBuf {
@@ -81,6 +118,11 @@ impl Default for WorkerConfig {
             default_partitions: default_partitions(),
             max_poll_records: default_poll_records(),
             worker_id: default_worker_id(),
+            bootstrap_servers: None,
+            offset_storage_topic: default_offset_topic(),
+            offset_storage_partitions: default_offset_partitions(),
+            offset_storage_replication_factor: default_replication(),
+            raw: ConfigMap::new(),
         })
     }
 }
@@ -119,14 +161,17 @@ impl WorkerConfig {
                 message: format!("invalid JSON (an object of keys to values expected): {e}"),
             })?
         };
-        parse_config(&map).map_err(|issues| WorkerConfigError::Invalid {
-            path: shown,
-            message: issues
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        })
+        let mut config: WorkerConfig =
+            parse_config(&map).map_err(|issues| WorkerConfigError::Invalid {
+                path: shown,
+                message: issues
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?;
+        config.raw = map;
+        Ok(config)
     }
 }
 

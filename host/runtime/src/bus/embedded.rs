@@ -16,7 +16,8 @@ use sluice_api::Record;
 use tokio::sync::Notify;
 
 use super::{
-    Bus, BusConsumer, BusError, DurableMark, Position, Ticket, TopicFilter, partition_for_key,
+    Bus, BusConsumer, BusError, ClientOverrides, DurableMark, Position, Ticket, TopicFilter,
+    partition_for_key,
 };
 
 /// A handle to the embedded bus; clones share one bus.
@@ -252,6 +253,14 @@ impl Bus for EmbeddedBus {
             .values()
             .flat_map(|t| t.partitions.iter())
             .all(|log| lock(&log.inner).records.is_empty())
+    }
+
+    fn for_connector(
+        self: Arc<Self>,
+        _connector: &str,
+        _overrides: &ClientOverrides,
+    ) -> Result<Arc<dyn Bus>, BusError> {
+        Ok(self)
     }
 }
 

@@ -7,8 +7,8 @@
 
 pub mod embedded;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,9 +21,20 @@ pub use embedded::EmbeddedBus;
 #[derive(Debug, Default)]
 pub struct DurableMark {
     next_undurable: AtomicI64,
+    /// Set when a record could not be made durable for good (a broker rejected it after
+    /// its retries): its source must not commit past it, and its task fails.
+    failure: OnceLock<String>,
 }
 
 impl DurableMark {
+    pub fn fail(&self, reason: String) {
+        let _ = self.failure.set(reason);
+    }
+
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
     pub fn advance_to(&self, offset: i64) {
         self.next_undurable.fetch_max(offset, Ordering::AcqRel);
     }
@@ -47,6 +58,15 @@ impl Ticket {
 
     pub fn is_durable(&self) -> bool {
         self.mark.get() > self.offset
+    }
+
+    /// Why the record will never become durable, if that is known.
+    pub fn failure(&self) -> Option<&str> {
+        if self.is_durable() {
+            None
+        } else {
+            self.mark.failure()
+        }
     }
 }
 
@@ -81,6 +101,9 @@ pub struct Position {
 pub enum BusError {
     #[error("the bus is shut down")]
     Closed,
+    /// A broker or client error (Kafka), with what was being done.
+    #[error("{0}")]
+    Client(String),
 }
 
 #[async_trait]
@@ -106,6 +129,29 @@ pub trait Bus: Send + Sync {
 
     /// True when every record has been acknowledged by every group that consumes it.
     fn is_settled(&self) -> bool;
+
+    /// The bus one connector's tasks use: Kafka applies the connector's
+    /// `producer.override.*` / `consumer.override.*` keys (`overrides`, prefixes removed
+    /// and keyed by client: `producer`, `consumer`); the embedded bus has no clients to
+    /// configure and is shared as it is.
+    fn for_connector(
+        self: Arc<Self>,
+        connector: &str,
+        overrides: &ClientOverrides,
+    ) -> Result<Arc<dyn Bus>, BusError>;
+}
+
+/// A connector's `producer.override.*` and `consumer.override.*` keys, prefixes removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientOverrides {
+    pub producer: Vec<(String, String)>,
+    pub consumer: Vec<(String, String)>,
+}
+
+impl ClientOverrides {
+    pub fn is_empty(&self) -> bool {
+        self.producer.is_empty() && self.consumer.is_empty()
+    }
 }
 
 #[async_trait]
@@ -117,6 +163,17 @@ pub trait BusConsumer: Send {
 
     /// Acknowledges consumption: the group will not see records before these positions again.
     async fn commit(&mut self, positions: &[Position]) -> Result<(), BusError>;
+
+    /// True while a rebalance is taking partitions away from this member: the sink must
+    /// make durable and commit everything it was given, then call
+    /// [`BusConsumer::release_revoked`], before the partitions move to their new owner
+    /// (so the new owner starts exactly where this one stopped).
+    fn revoking(&self) -> bool {
+        false
+    }
+
+    /// Lets a pending revocation proceed (after the commit).
+    async fn release_revoked(&mut self) {}
 }
 
 /// Kafka's default partitioner hash (murmur2, seed 0x9747b28c), so a keyed record lands

@@ -1,0 +1,265 @@
+//! `KafkaBus`: topics are Kafka topics. Sources produce through an idempotent producer
+//! (a record is durable once the broker acknowledged it with `acks=all`); sinks consume
+//! in consumer groups ([`crate::consumer::KafkaConsumer`]).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::ClientContext;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use sluice_api::Record;
+use sluice_runtime::bus::{
+    Bus, BusConsumer, BusError, ClientOverrides, DurableMark, Ticket, TopicFilter,
+};
+
+use crate::consumer::{ConsumerProgress, KafkaConsumer};
+use crate::message::{headers_of, payload_bytes};
+use crate::settings::KafkaSettings;
+use crate::{clock_ms, lock};
+
+/// Marks a record durable (or failed) when the broker answers.
+pub struct DeliveryContext {
+    /// When the last record was acknowledged ([`clock_ms`]).
+    last_ack_ms: Arc<AtomicU64>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Arc<DurableMark>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, mark: Arc<DurableMark>) {
+        match result {
+            Ok(_) => {
+                mark.advance_to(1);
+                self.last_ack_ms.fetch_max(clock_ms(), Ordering::AcqRel);
+            }
+            Err((error, _)) => mark.fail(format!("Kafka did not accept the record: {error}")),
+        }
+    }
+}
+
+pub type SourceProducer = ThreadedProducer<DeliveryContext>;
+
+/// What all connectors' buses share: topic creation and the consumers' progress.
+struct Shared {
+    settings: Arc<KafkaSettings>,
+    admin: AdminClient<DefaultClientContext>,
+    /// Topics known to exist (created or seen), so `send` asks the broker once per topic.
+    topics: Mutex<HashSet<String>>,
+    /// Every sink consumer, for `is_settled`.
+    consumers: Mutex<Vec<Weak<ConsumerProgress>>>,
+    producers: Mutex<Vec<Weak<SourceProducer>>>,
+    last_ack_ms: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+pub struct KafkaBus {
+    shared: Arc<Shared>,
+    producer: Arc<SourceProducer>,
+    consumer_overrides: Vec<(String, String)>,
+}
+
+fn client_error(what: &str, e: KafkaError) -> BusError {
+    BusError::Client(format!("{what}: {e}"))
+}
+
+impl KafkaBus {
+    pub fn new(settings: Arc<KafkaSettings>) -> Result<KafkaBus, BusError> {
+        let admin = settings
+            .admin()
+            .create()
+            .map_err(|e| client_error("creating the Kafka admin client", e))?;
+        let shared = Arc::new(Shared {
+            settings,
+            admin,
+            topics: Mutex::default(),
+            consumers: Mutex::default(),
+            producers: Mutex::default(),
+            last_ack_ms: Arc::default(),
+        });
+        let producer = Self::make_producer(&shared, &[])?;
+        Ok(KafkaBus {
+            shared,
+            producer,
+            consumer_overrides: Vec::new(),
+        })
+    }
+
+    fn make_producer(
+        shared: &Arc<Shared>,
+        overrides: &[(String, String)],
+    ) -> Result<Arc<SourceProducer>, BusError> {
+        let producer: SourceProducer = shared
+            .settings
+            .producer(overrides)
+            .create_with_context(DeliveryContext {
+                last_ack_ms: shared.last_ack_ms.clone(),
+            })
+            .map_err(|e| client_error("creating the Kafka producer", e))?;
+        let producer = Arc::new(producer);
+        lock(&shared.producers).push(Arc::downgrade(&producer));
+        Ok(producer)
+    }
+
+    /// Creates `topic` unless it is known to exist. Creating a topic that exists is fine:
+    /// another task or worker may have been first.
+    pub async fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: Option<u32>,
+        config: &[(&str, &str)],
+    ) -> Result<(), BusError> {
+        if lock(&self.shared.topics).contains(topic) {
+            return Ok(());
+        }
+        let partitions = partitions
+            .unwrap_or(self.shared.settings.default_partitions)
+            .max(1);
+        create_topic(&self.shared.admin, topic, partitions as i32, -1, config).await?;
+        lock(&self.shared.topics).insert(topic.to_string());
+        Ok(())
+    }
+}
+
+/// Creates a topic; one that already exists is not an error. A replication factor of -1
+/// (the broker's default) is retried as 1 with brokers that do not take -1.
+pub async fn create_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    config: &[(&str, &str)],
+) -> Result<(), BusError> {
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let mut replication = replication;
+    loop {
+        let new = NewTopic {
+            name: topic,
+            num_partitions: partitions,
+            replication: TopicReplication::Fixed(replication),
+            config: config.to_vec(),
+        };
+        let results = admin
+            .create_topics([&new], &options)
+            .await
+            .map_err(|e| client_error(&format!("creating topic {topic}"), e))?;
+        match results.into_iter().next() {
+            None | Some(Ok(_)) => return Ok(()),
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => return Ok(()),
+            Some(Err((_, RDKafkaErrorCode::InvalidReplicationFactor))) if replication == -1 => {
+                replication = 1;
+            }
+            Some(Err((_, code))) => {
+                return Err(BusError::Client(format!("creating topic {topic}: {code}")));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn send(&self, record: Record, partitions: Option<u32>) -> Result<Ticket, BusError> {
+        self.ensure_topic(&record.topic, partitions, &[]).await?;
+        let mark = Arc::new(DurableMark::default());
+        let key = payload_bytes(&record.key);
+        let value = payload_bytes(&record.value);
+        let headers = headers_of(&record);
+        let mut message: BaseRecord<'_, [u8], [u8], Arc<DurableMark>> =
+            BaseRecord::with_opaque_to(&record.topic, mark.clone());
+        if let Some(k) = key.as_deref() {
+            message = message.key(k);
+        }
+        if let Some(v) = value.as_deref() {
+            message = message.payload(v);
+        }
+        if let Some(h) = headers {
+            message = message.headers(h);
+        }
+        if let Some(p) = record.partition {
+            message = message.partition(p);
+        }
+        if let Some(ts) = record.timestamp {
+            message = message.timestamp(ts);
+        }
+        loop {
+            match self.producer.send(message) {
+                Ok(()) => return Ok(Ticket::new(mark, 0)),
+                // The producer's queue is full: wait for the broker to catch up. This is
+                // the backpressure that slows a source down to what Kafka takes.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    message = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((e, _)) => {
+                    return Err(client_error(
+                        &format!("producing to topic {}", record.topic),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+
+    fn register_group(&self, _group: &str, _filter: &TopicFilter) {
+        // Kafka keeps every record for every group by itself.
+    }
+
+    fn subscribe(
+        &self,
+        group: &str,
+        filter: &TopicFilter,
+        _member: u32,
+        _members: u32,
+    ) -> Box<dyn BusConsumer> {
+        // Partitions are shared out by the group protocol, not by member numbers.
+        let consumer = KafkaConsumer::start(
+            &self.shared.settings,
+            group,
+            filter,
+            &self.consumer_overrides,
+        );
+        if let Some(progress) = consumer.progress() {
+            lock(&self.shared.consumers).push(Arc::downgrade(&progress));
+        }
+        Box::new(consumer)
+    }
+
+    fn is_settled(&self) -> bool {
+        let producers_idle = lock(&self.shared.producers)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .all(|p| p.in_flight_count() == 0);
+        let consumers_done = lock(&self.shared.consumers)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .all(|c| c.is_caught_up_since(self.shared.last_ack_ms.load(Ordering::Acquire)));
+        producers_idle && consumers_done
+    }
+
+    fn for_connector(
+        self: Arc<Self>,
+        _connector: &str,
+        overrides: &ClientOverrides,
+    ) -> Result<Arc<dyn Bus>, BusError> {
+        if overrides.is_empty() {
+            return Ok(self);
+        }
+        let producer = if overrides.producer.is_empty() {
+            self.producer.clone()
+        } else {
+            Self::make_producer(&self.shared, &overrides.producer)?
+        };
+        Ok(Arc::new(KafkaBus {
+            shared: self.shared.clone(),
+            producer,
+            consumer_overrides: overrides.consumer.clone(),
+        }))
+    }
+}
