@@ -15,7 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use sluice_api::Record;
 use sluice_runtime::bus::{
-    Bus, BusConsumer, BusError, ClientOverrides, DurableMark, Ticket, TopicFilter,
+    Bus, BusConsumer, BusError, ConnectorBusSettings, DurableMark, Ticket, TopicFilter,
 };
 
 use crate::consumer::{ConsumerProgress, KafkaConsumer};
@@ -64,6 +64,10 @@ pub struct KafkaBus {
     shared: Arc<Shared>,
     producer: Arc<SourceProducer>,
     consumer_overrides: Vec<(String, String)>,
+    /// Replication factor of topics this connector creates (-1: the broker's default).
+    topic_replication: i32,
+    /// The connector's dead-letter topic and its replication factor.
+    dlq: Option<(String, i32)>,
 }
 
 fn client_error(what: &str, e: KafkaError) -> BusError {
@@ -89,6 +93,8 @@ impl KafkaBus {
             shared,
             producer,
             consumer_overrides: Vec::new(),
+            topic_replication: -1,
+            dlq: None,
         })
     }
 
@@ -122,7 +128,18 @@ impl KafkaBus {
         let partitions = partitions
             .unwrap_or(self.shared.settings.default_partitions)
             .max(1);
-        create_topic(&self.shared.admin, topic, partitions as i32, -1, config).await?;
+        let replication = match &self.dlq {
+            Some((dlq, replication)) if dlq == topic => *replication,
+            _ => self.topic_replication,
+        };
+        create_topic(
+            &self.shared.admin,
+            topic,
+            partitions as i32,
+            replication,
+            config,
+        )
+        .await?;
         lock(&self.shared.topics).insert(topic.to_string());
         Ok(())
     }
@@ -246,9 +263,9 @@ impl Bus for KafkaBus {
     fn for_connector(
         self: Arc<Self>,
         _connector: &str,
-        overrides: &ClientOverrides,
+        overrides: &ConnectorBusSettings,
     ) -> Result<Arc<dyn Bus>, BusError> {
-        if overrides.is_empty() {
+        if overrides.is_default() {
             return Ok(self);
         }
         let producer = if overrides.producer.is_empty() {
@@ -260,6 +277,11 @@ impl Bus for KafkaBus {
             shared: self.shared.clone(),
             producer,
             consumer_overrides: overrides.consumer.clone(),
+            topic_replication: overrides.topic_replication.unwrap_or(-1),
+            dlq: overrides
+                .dlq_topic
+                .clone()
+                .map(|t| (t, overrides.dlq_replication.unwrap_or(-1))),
         }))
     }
 }

@@ -325,6 +325,16 @@ pub struct CommonConfig {
     #[serde(rename = "topic.creation.default.partitions", default)]
     #[schemars(range(min = 1))]
     pub topic_creation_partitions: Option<u32>,
+    /// Source connectors, Kafka: replication factor of topics they create; unset takes
+    /// the broker's default.
+    #[serde(rename = "topic.creation.default.replication.factor", default)]
+    #[schemars(range(min = -1))]
+    pub topic_creation_replication: Option<i32>,
+    /// Kafka: replication factor of the dead-letter topic when sluice creates it; unset
+    /// takes the broker's default (Kafka Connect's default is 3).
+    #[serde(rename = "errors.deadletterqueue.topic.replication.factor", default)]
+    #[schemars(range(min = -1))]
+    pub dlq_replication: Option<i32>,
 }
 
 fn one() -> u32 {

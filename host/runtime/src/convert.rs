@@ -73,6 +73,9 @@ impl Converter {
             return Ok(None);
         };
         match (self.class, payload) {
+            (ConverterClass::Json, Payload::Json(value)) if self.schemas_enable => {
+                Ok(Some(Payload::Json(envelope(value))))
+            }
             (ConverterClass::Json, payload) => Ok(Some(payload)),
             (ConverterClass::String, Payload::Json(Value::String(s))) => {
                 Ok(Some(Payload::Bytes(s.into_bytes())))
@@ -86,6 +89,42 @@ impl Converter {
             }
         }
     }
+}
+
+/// Kafka Connect's JsonConverter envelope, `{"schema": …, "payload": …}`, with the schema
+/// inferred from the value (sources here produce schemaless JSON): objects become structs
+/// with their fields in order, integers `int64`, other numbers `double`; a null is an
+/// optional string, and an empty array an array of optional strings, as nothing says more.
+fn envelope(value: Value) -> Value {
+    let schema = infer_schema(&value, None);
+    serde_json::json!({"schema": schema, "payload": value})
+}
+
+fn infer_schema(value: &Value, field: Option<&str>) -> Value {
+    let mut schema = match value {
+        Value::Null => serde_json::json!({"type": "string", "optional": true}),
+        Value::Bool(_) => serde_json::json!({"type": "boolean", "optional": false}),
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            serde_json::json!({"type": "int64", "optional": false})
+        }
+        Value::Number(_) => serde_json::json!({"type": "double", "optional": false}),
+        Value::String(_) => serde_json::json!({"type": "string", "optional": false}),
+        Value::Array(items) => {
+            let item = items.iter().find(|i| !i.is_null()).map_or_else(
+                || infer_schema(&Value::Null, None),
+                |i| infer_schema(i, None),
+            );
+            serde_json::json!({"type": "array", "items": item, "optional": false})
+        }
+        Value::Object(map) => {
+            let fields: Vec<Value> = map.iter().map(|(k, v)| infer_schema(v, Some(k))).collect();
+            serde_json::json!({"type": "struct", "fields": fields, "optional": false})
+        }
+    };
+    if let (Some(name), Value::Object(obj)) = (field, &mut schema) {
+        obj.insert("field".to_string(), Value::String(name.to_string()));
+    }
+    schema
 }
 
 fn unwrap_envelope(value: Value) -> Result<Value, ConnectError> {
@@ -106,6 +145,40 @@ fn unwrap_envelope(value: Value) -> Result<Value, ConnectError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn source_side_envelopes_carry_an_inferred_schema_and_round_trip() {
+        let source = Converter::new(ConverterClass::Json, true);
+        let value = json!({"id": 7, "price": 9.5, "ok": true, "name": "x", "tags": ["a"], "gone": null, "at": {"t": 1}});
+        let Some(Payload::Json(out)) = source
+            .from_connect(Some(Payload::Json(value.clone())))
+            .unwrap()
+        else {
+            panic!("JSON expected")
+        };
+        assert_eq!(out["payload"], value);
+        assert_eq!(
+            out["schema"],
+            json!({"type": "struct", "optional": false, "fields": [
+                {"field": "at", "type": "struct", "optional": false, "fields": [
+                    {"field": "t", "type": "int64", "optional": false}]},
+                {"field": "gone", "type": "string", "optional": true},
+                {"field": "id", "type": "int64", "optional": false},
+                {"field": "name", "type": "string", "optional": false},
+                {"field": "ok", "type": "boolean", "optional": false},
+                {"field": "price", "type": "double", "optional": false},
+                {"field": "tags", "type": "array", "optional": false,
+                 "items": {"type": "string", "optional": false}},
+            ]})
+        );
+        // A sink with schemas.enable reads it back as the plain value.
+        let sink = Converter::new(ConverterClass::Json, true);
+        let bytes = serde_json::to_vec(&out).unwrap();
+        assert_eq!(
+            sink.to_connect(Some(Payload::Bytes(bytes))).unwrap(),
+            Some(Payload::Json(value))
+        );
+    }
 
     #[test]
     fn json_converter_parses_bytes_and_rejects_garbage() {

@@ -211,8 +211,8 @@ async fn start(env: &TaskEnv) -> Result<SourceRun, ConnectError> {
         env: env.clone(),
         task,
         chain,
-        key_converter: Converter::new(common.key_converter, false),
-        value_converter: Converter::new(common.value_converter, false),
+        key_converter: Converter::new(common.key_converter, common.key_schemas_enable),
+        value_converter: Converter::new(common.value_converter, common.value_schemas_enable),
         operator: RetryOperator::new(
             ErrorPolicy::from_config(&common),
             env.connector.name(),

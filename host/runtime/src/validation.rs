@@ -7,7 +7,7 @@ use regex::Regex;
 use serde_json::Value;
 use sluice_api::{ConfigIssue, ConfigMap, Severity, parse_config, schema_of};
 
-use crate::bus::{ClientOverrides, TopicFilter};
+use crate::bus::{ConnectorBusSettings, TopicFilter};
 use crate::connector::{
     CommonConfig, ConnectorDefinition, ConnectorProblem, PASS_THROUGH_PREFIXES,
 };
@@ -36,9 +36,14 @@ impl ValidatedConnector {
         topic_filter(&self.common).unwrap_or(TopicFilter::Names(Vec::new()))
     }
 
-    /// The connector's `producer.override.*` / `consumer.override.*` keys, prefixes removed.
-    pub fn client_overrides(&self) -> ClientOverrides {
-        let mut overrides = ClientOverrides::default();
+    /// The connector's client overrides and topic-creation settings.
+    pub fn bus_settings(&self) -> ConnectorBusSettings {
+        let mut overrides = ConnectorBusSettings {
+            topic_replication: self.common.topic_creation_replication,
+            dlq_topic: self.common.dlq_topic.clone(),
+            dlq_replication: self.common.dlq_replication,
+            ..ConnectorBusSettings::default()
+        };
         for (key, value) in &self.definition.config {
             let value = match value {
                 serde_json::Value::String(s) => s.clone(),
@@ -144,12 +149,6 @@ fn check(
                 if resolved.contains_key(key) {
                     issues.push(ConfigIssue::warning(key, "is ignored by source connectors"));
                 }
-            }
-            if common.value_schemas_enable || common.key_schemas_enable {
-                issues.push(ConfigIssue::error(
-                    if common.value_schemas_enable { "value.converter.schemas.enable" } else { "key.converter.schemas.enable" },
-                    "writing schema envelopes from source connectors is not supported yet; set it to false",
-                ));
             }
         }
     }

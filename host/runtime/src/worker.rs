@@ -225,7 +225,7 @@ impl Worker {
         let bus = match self
             .bus
             .clone()
-            .for_connector(connector.name(), &connector.client_overrides())
+            .for_connector(connector.name(), &connector.bus_settings())
         {
             Ok(bus) => bus,
             Err(e) => {

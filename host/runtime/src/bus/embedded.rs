@@ -16,7 +16,7 @@ use sluice_api::Record;
 use tokio::sync::Notify;
 
 use super::{
-    Bus, BusConsumer, BusError, ClientOverrides, DurableMark, Position, Ticket, TopicFilter,
+    Bus, BusConsumer, BusError, ConnectorBusSettings, DurableMark, Position, Ticket, TopicFilter,
     partition_for_key,
 };
 
@@ -258,7 +258,7 @@ impl Bus for EmbeddedBus {
     fn for_connector(
         self: Arc<Self>,
         _connector: &str,
-        _overrides: &ClientOverrides,
+        _settings: &ConnectorBusSettings,
     ) -> Result<Arc<dyn Bus>, BusError> {
         Ok(self)
     }

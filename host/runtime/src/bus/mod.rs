@@ -130,27 +130,37 @@ pub trait Bus: Send + Sync {
     /// True when every record has been acknowledged by every group that consumes it.
     fn is_settled(&self) -> bool;
 
-    /// The bus one connector's tasks use: Kafka applies the connector's
-    /// `producer.override.*` / `consumer.override.*` keys (`overrides`, prefixes removed
-    /// and keyed by client: `producer`, `consumer`); the embedded bus has no clients to
+    /// The bus one connector's tasks use: Kafka applies the connector's client
+    /// overrides and topic-creation settings; the embedded bus has no clients to
     /// configure and is shared as it is.
     fn for_connector(
         self: Arc<Self>,
         connector: &str,
-        overrides: &ClientOverrides,
+        settings: &ConnectorBusSettings,
     ) -> Result<Arc<dyn Bus>, BusError>;
 }
 
-/// A connector's `producer.override.*` and `consumer.override.*` keys, prefixes removed.
+/// What one connector sets about its bus clients and the topics it creates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientOverrides {
+pub struct ConnectorBusSettings {
+    /// `producer.override.*` keys, prefix removed.
     pub producer: Vec<(String, String)>,
+    /// `consumer.override.*` keys, prefix removed.
     pub consumer: Vec<(String, String)>,
+    /// `topic.creation.default.replication.factor`.
+    pub topic_replication: Option<i32>,
+    /// `errors.deadletterqueue.topic.name` and its `.replication.factor`.
+    pub dlq_topic: Option<String>,
+    pub dlq_replication: Option<i32>,
 }
 
-impl ClientOverrides {
-    pub fn is_empty(&self) -> bool {
-        self.producer.is_empty() && self.consumer.is_empty()
+impl ConnectorBusSettings {
+    /// Nothing differs from the worker's defaults.
+    pub fn is_default(&self) -> bool {
+        self.producer.is_empty()
+            && self.consumer.is_empty()
+            && self.topic_replication.is_none()
+            && self.dlq_replication.is_none()
     }
 }
 
