@@ -24,6 +24,7 @@ fn context() -> SinkTaskContext {
     SinkTaskContext {
         connector: "dlq-sink".into(),
         task_id: 0,
+        durable_offsets: true,
     }
 }
 

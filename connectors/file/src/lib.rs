@@ -348,6 +348,7 @@ mod tests {
         SinkTaskContext {
             connector: "file".into(),
             task_id: 0,
+            durable_offsets: true,
         }
     }
 

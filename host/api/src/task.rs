@@ -60,6 +60,11 @@ pub trait SourceTask: Send {
 pub struct SinkTaskContext {
     pub connector: String,
     pub task_id: u32,
+    /// Whether the records' (topic, partition, offset) stay the same across worker
+    /// restarts (Kafka), so a sink may store them to recognise a record it already wrote.
+    /// False on the embedded bus, whose offsets start over in every process, and when
+    /// `sluice dlq replay` redelivers records.
+    pub durable_offsets: bool,
 }
 
 /// A record a sink could not write, by its index in the batch given to `put`.

@@ -82,6 +82,8 @@ pub async fn redeliver(
     task.start(SinkTaskContext {
         connector: connector.name().to_string(),
         task_id: 0,
+        // The replayed records' positions were already stored past by the first run.
+        durable_offsets: false,
     })
     .await?;
     let result = async {

@@ -84,6 +84,7 @@ async fn start(env: &TaskEnv) -> Result<SinkRun, ConnectError> {
     task.start(SinkTaskContext {
         connector: env.connector.name().to_string(),
         task_id: env.task_id,
+        durable_offsets: env.bus.durable_offsets(),
     })
     .await?;
     let consumer = env.bus.subscribe(

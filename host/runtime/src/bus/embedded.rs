@@ -255,6 +255,11 @@ impl Bus for EmbeddedBus {
             .all(|log| lock(&log.inner).records.is_empty())
     }
 
+    fn durable_offsets(&self) -> bool {
+        // Partition logs start at offset 0 in every process.
+        false
+    }
+
     fn for_connector(
         self: Arc<Self>,
         _connector: &str,

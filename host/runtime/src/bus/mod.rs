@@ -130,6 +130,9 @@ pub trait Bus: Send + Sync {
     /// True when every record has been acknowledged by every group that consumes it.
     fn is_settled(&self) -> bool;
 
+    /// Whether a record keeps its (topic, partition, offset) across worker restarts.
+    fn durable_offsets(&self) -> bool;
+
     /// The bus one connector's tasks use: Kafka applies the connector's client
     /// overrides and topic-creation settings; the embedded bus has no clients to
     /// configure and is shared as it is.
