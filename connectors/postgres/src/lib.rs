@@ -1275,6 +1275,16 @@ async fn write_isolating(
 #[async_trait]
 impl SinkTask for PostgresSinkTask {
     async fn start(&mut self, context: SinkTaskContext) -> Result<(), ConnectError> {
+        if self.config.exactly_once && !context.durable_offsets {
+            // Recognising written records by (topic, partition, offset) needs offsets that
+            // mean the same record after a restart; without them it would skip new records.
+            return Err(ConnectError::config(
+                "exactly.once needs a bus whose offsets survive restarts (Kafka: set \
+                 bootstrap.servers in the worker config); the embedded bus starts its offsets \
+                 over in every process, and `sluice dlq replay` redelivers records whose \
+                 offsets were stored past. Use insert.mode=upsert on a key instead",
+            ));
+        }
         self.connector = context.connector;
         self.offsets = None;
         Ok(())

@@ -67,6 +67,7 @@ impl TestDb {
         task.start(SinkTaskContext {
             connector: "pg".into(),
             task_id: 0,
+            durable_offsets: true,
         })
         .await
         .unwrap();

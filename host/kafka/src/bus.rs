@@ -53,8 +53,12 @@ struct Shared {
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist (created or seen), so `send` asks the broker once per topic.
     topics: Mutex<HashSet<String>>,
-    /// Every sink consumer, for `is_settled`.
-    consumers: Mutex<Vec<Weak<ConsumerProgress>>>,
+    /// Consumer groups of the sink connectors started (`register_group`), so `is_settled`
+    /// waits for each to have a member: a sink-only `--drain` run must not end before its
+    /// tasks have subscribed.
+    groups: Mutex<HashSet<String>>,
+    /// Every sink consumer, with its group, for `is_settled`.
+    consumers: Mutex<Vec<(String, Weak<ConsumerProgress>)>>,
     producers: Mutex<Vec<Weak<SourceProducer>>>,
     last_ack_ms: Arc<AtomicU64>,
 }
@@ -84,6 +88,7 @@ impl KafkaBus {
             settings,
             admin,
             topics: Mutex::default(),
+            groups: Mutex::default(),
             consumers: Mutex::default(),
             producers: Mutex::default(),
             last_ack_ms: Arc::default(),
@@ -224,8 +229,10 @@ impl Bus for KafkaBus {
         }
     }
 
-    fn register_group(&self, _group: &str, _filter: &TopicFilter) {
-        // Kafka keeps every record for every group by itself.
+    fn register_group(&self, group: &str, _filter: &TopicFilter) {
+        // Kafka keeps every record for every group by itself; the group is noted only so
+        // that draining waits for its members.
+        lock(&self.shared.groups).insert(group.to_string());
     }
 
     fn subscribe(
@@ -243,7 +250,7 @@ impl Bus for KafkaBus {
             &self.consumer_overrides,
         );
         if let Some(progress) = consumer.progress() {
-            lock(&self.shared.consumers).push(Arc::downgrade(&progress));
+            lock(&self.shared.consumers).push((group.to_string(), Arc::downgrade(&progress)));
         }
         Box::new(consumer)
     }
@@ -253,11 +260,22 @@ impl Bus for KafkaBus {
             .iter()
             .filter_map(Weak::upgrade)
             .all(|p| p.in_flight_count() == 0);
-        let consumers_done = lock(&self.shared.consumers)
+        let since = self.shared.last_ack_ms.load(Ordering::Acquire);
+        let consumers = lock(&self.shared.consumers);
+        let live: Vec<(&str, Arc<ConsumerProgress>)> = consumers
             .iter()
-            .filter_map(Weak::upgrade)
-            .all(|c| c.is_caught_up_since(self.shared.last_ack_ms.load(Ordering::Acquire)));
-        producers_idle && consumers_done
+            .filter_map(|(g, c)| c.upgrade().map(|c| (g.as_str(), c)))
+            .collect();
+        // A group whose tasks have not subscribed yet has consumed nothing.
+        let groups_joined = lock(&self.shared.groups)
+            .iter()
+            .all(|g| live.iter().any(|(joined, _)| joined == g));
+        let consumers_done = live.iter().all(|(_, c)| c.is_caught_up_since(since));
+        producers_idle && groups_joined && consumers_done
+    }
+
+    fn durable_offsets(&self) -> bool {
+        true
     }
 
     fn for_connector(
