@@ -162,14 +162,12 @@ impl PgTask {
                 .is_some();
             if !exists {
                 let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema));
-                client
-                    .batch_execute(&sql)
+                sluice_pg::run_ddl(&client, &format!("schema {schema}"), &sql)
                     .await
                     .map_err(|e| classify("dead-letter sink: creating the schema", &e))?;
             }
         }
-        client
-            .batch_execute(&create_table_sql(&self.table))
+        sluice_pg::run_ddl(&client, &self.table.sql(), &create_table_sql(&self.table))
             .await
             .map_err(|e| classify("dead-letter sink: creating the table", &e))?;
         Ok(())
