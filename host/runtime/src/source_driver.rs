@@ -413,9 +413,12 @@ impl SourceRun {
                 match self.operator.dispose(failure, &original) {
                     Disposition::Fail(f) => return Err(f),
                     Disposition::Skip(None) => self.pending.push(None, Carried::Offset(offset)),
-                    Disposition::Skip(Some(dead)) => {
+                    Disposition::Skip(Some(mut dead)) => {
+                        without_topic_context(&mut dead, original.headers.len());
                         let ticket = self.send(dead).await?;
                         ConnectorMetrics::add(&self.metrics().dead_lettered, 1);
+                        // The offset rides on the dead letter: it is committed only once
+                        // the dead letter (and everything sent before it) is durable.
                         self.pending.push(Some(ticket), Carried::Offset(offset));
                     }
                 }
@@ -495,6 +498,23 @@ impl SourceRun {
     }
 }
 
+/// A source record was never on a topic: its dead letter has no
+/// `__connect.errors.topic` / `.partition` / `.offset` context headers (the topic it was
+/// bound for is not where it was read from). Only the context headers, appended after the
+/// record's own `own` headers, are removed.
+fn without_topic_context(dead: &mut Record, own: usize) {
+    const WHERE_READ: [&str; 3] = [
+        "__connect.errors.topic",
+        "__connect.errors.partition",
+        "__connect.errors.offset",
+    ];
+    let mut index = 0;
+    dead.headers.retain(|h| {
+        index += 1;
+        index <= own || !WHERE_READ.contains(&h.key.as_str())
+    });
+}
+
 /// Transforms and converts one record; the failure says which stage failed.
 fn process(
     record: Record,
@@ -560,6 +580,89 @@ mod tests {
         pending.collect();
         assert_eq!(pending.ready[0].offset, json!({"seq": 11}));
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_rejected_records_offset_waits_for_its_dead_letter() {
+        let data = Arc::new(DurableMark::default());
+        let dlq = Arc::new(DurableMark::default());
+        let mut pending = PendingOffsets::default();
+        pending.push(Some(Ticket::new(data.clone(), 0)), offset(1));
+        // Record 2 was rejected: its dead letter carries its offset.
+        pending.push(Some(Ticket::new(dlq.clone(), 0)), offset(2));
+        pending.push(Some(Ticket::new(data.clone(), 1)), offset(3));
+        data.advance_to(2); // both good records durable, the dead letter not yet
+        pending.collect();
+        assert_eq!(pending.ready[0].offset, json!({"seq": 1}));
+        dlq.fail("broker said no".into());
+        assert_eq!(pending.collect().as_deref(), Some("broker said no"));
+        assert_eq!(pending.ready[0].offset, json!({"seq": 1}), "not past it");
+        let mut pending = PendingOffsets::default();
+        let dlq = Arc::new(DurableMark::default());
+        pending.push(Some(Ticket::new(dlq.clone(), 0)), offset(2));
+        pending.collect();
+        assert!(pending.ready.is_empty());
+        dlq.advance_to(1);
+        pending.collect();
+        assert_eq!(pending.ready[0].offset, json!({"seq": 2}));
+    }
+
+    #[test]
+    fn source_dead_letters_have_no_topic_context_but_keep_their_own_headers() {
+        let mut original = Record::new("orders", json!({"a": 1}));
+        // A header of the record itself (say, replayed from an old dead letter) stays.
+        original
+            .headers
+            .push(sluice_api::Header::new("__connect.errors.topic", "old"));
+        let operator = RetryOperator::new(
+            ErrorPolicy {
+                retry_timeout: Some(Duration::ZERO),
+                max_delay: Duration::from_millis(1),
+                tolerance: crate::connector::Tolerance::All,
+                dlq_topic: Some("dlq".into()),
+                context_headers: true,
+                log_errors: false,
+                log_messages: false,
+            },
+            "sim",
+            0,
+        );
+        let failure = Failure::new(
+            Stage::Transformation,
+            "transforms.f",
+            ConnectError::data("no such key: event_type"),
+            1,
+        );
+        let Disposition::Skip(Some(mut dead)) = operator.dispose(failure, &original) else {
+            panic!("expected a dead letter");
+        };
+        without_topic_context(&mut dead, original.headers.len());
+        let keys: Vec<&str> = dead.headers.iter().map(|h| h.key.as_str()).collect();
+        assert_eq!(keys[0], "__connect.errors.topic");
+        assert_eq!(dead.headers[0].value, json!("old"));
+        // The record's own header is the only one left of where-it-was-read headers.
+        for key in ["__connect.errors.partition", "__connect.errors.offset"] {
+            assert!(!keys.contains(&key), "{keys:?}");
+        }
+        assert_eq!(
+            keys.iter()
+                .filter(|k| **k == "__connect.errors.topic")
+                .count(),
+            1
+        );
+        for key in [
+            "__connect.errors.connector.name",
+            "__connect.errors.task.id",
+            "__connect.errors.stage",
+            "__connect.errors.class.name",
+            "__connect.errors.exception.class.name",
+            "__connect.errors.exception.message",
+            "__connect.errors.exception.stacktrace",
+        ] {
+            assert!(keys.contains(&key), "{key} missing: {keys:?}");
+        }
+        assert_eq!(dead.topic, "dlq");
+        assert_eq!(dead.value, original.value);
     }
 
     #[test]
