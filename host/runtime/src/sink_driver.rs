@@ -127,6 +127,16 @@ impl SinkRun {
         // waiting for a sink that waits for more records before flushing.
         let ack_threshold = (self.env.worker.partition_capacity / 2).max(1);
         while !stop.is_stopped() {
+            if *self.env.paused.borrow() {
+                // Paused: make what was given durable, then take nothing new.
+                self.flush_and_ack(stop, false).await?;
+                let mut paused = self.env.paused.clone();
+                tokio::select! {
+                    _ = paused.wait_for(|p| !*p) => {}
+                    _ = stop.stopped() => {}
+                }
+                continue;
+            }
             let batch = self
                 .consumer
                 .poll(max, Duration::from_millis(100))

@@ -247,6 +247,17 @@ impl SourceRun {
     ) -> Result<(), Failure> {
         let component = self.env.connector.common.connector_class.clone();
         while !stop.is_stopped() {
+            if *self.env.paused.borrow() {
+                // Paused: poll nothing, but keep committing what becomes durable.
+                self.collect_durable().await?;
+                self.commit().await;
+                let mut paused = self.env.paused.clone();
+                tokio::select! {
+                    _ = paused.wait_for(|p| !*p) => {}
+                    _ = stop.sleep(self.flush_interval()) => {}
+                }
+                continue;
+            }
             if progress.exhausted.load(Ordering::Acquire) {
                 // Nothing more to poll: keep committing as the last records become durable.
                 self.collect_durable().await?;

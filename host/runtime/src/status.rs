@@ -61,6 +61,8 @@ pub trait StatusStore: Send + Sync {
     fn put_task(&self, connector: &str, task: u32, status: TaskStatus);
     /// Changes a task's status in place; nothing happens when the task has none yet.
     fn update_task(&self, connector: &str, task: u32, update: &mut dyn FnMut(&mut TaskStatus));
+    /// Forgets every task of a connector (deleted, stopped, or replaced).
+    fn remove_connector(&self, connector: &str);
     fn task(&self, connector: &str, task: u32) -> Option<TaskStatus>;
     fn tasks(&self, connector: &str) -> Vec<(u32, TaskStatus)>;
     fn all(&self) -> Vec<(String, u32, TaskStatus)>;
@@ -82,6 +84,11 @@ impl StatusStore for MemoryStatusStore {
         if let Some(status) = tasks.get_mut(&(connector.to_string(), task)) {
             update(status);
         }
+    }
+
+    fn remove_connector(&self, connector: &str) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|(c, _), _| c != connector);
     }
 
     fn task(&self, connector: &str, task: u32) -> Option<TaskStatus> {
@@ -112,8 +119,8 @@ impl StatusStore for MemoryStatusStore {
 #[derive(Clone)]
 pub struct StatusView {
     status: Arc<dyn StatusStore>,
-    /// Connector name → `"source"` or `"sink"`.
-    connectors: Arc<Mutex<BTreeMap<String, &'static str>>>,
+    /// Connector name → (`"source"` or `"sink"`, the state the operator asked for).
+    connectors: Arc<Mutex<BTreeMap<String, (&'static str, &'static str)>>>,
     worker_id: String,
 }
 
@@ -128,7 +135,21 @@ impl StatusView {
 
     pub fn add_connector(&self, name: &str, is_source: bool) {
         let mut connectors = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
-        connectors.insert(name.to_string(), if is_source { "source" } else { "sink" });
+        let kind = if is_source { "source" } else { "sink" };
+        connectors.insert(name.to_string(), (kind, "RUNNING"));
+    }
+
+    /// `RUNNING`, `PAUSED` or `STOPPED`, as the operator asked.
+    pub fn set_target(&self, name: &str, state: &'static str) {
+        let mut connectors = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = connectors.get_mut(name) {
+            entry.1 = state;
+        }
+    }
+
+    pub fn remove_connector(&self, name: &str) {
+        let mut connectors = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
+        connectors.remove(name);
     }
 
     /// One connector's status body, as Kafka Connect's; `retrying` and `restarts` are

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sluice_api::{ConfigMap, ConnectError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::bus::{Bus, EmbeddedBus};
@@ -38,6 +38,9 @@ pub struct TaskEnv {
     pub input_ended: Arc<AtomicBool>,
     /// Where the task's state is shown; the retry operator reports ongoing retries there.
     pub status: Arc<dyn StatusStore>,
+    /// True while the connector is paused: the task keeps its place (and its partitions)
+    /// but moves no records.
+    pub paused: watch::Receiver<bool>,
 }
 
 /// What a task starts from: its connector's config with placeholders resolved, the
@@ -109,9 +112,42 @@ pub struct RunOutcome {
 }
 
 struct RunningTask {
-    is_source: bool,
     progress: Option<Arc<SourceProgress>>,
     handle: JoinHandle<()>,
+}
+
+/// What the operator asked a connector to be (Kafka Connect's target state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetState {
+    Started,
+    Paused,
+    /// Tasks shut down, configuration kept (KIP-875): offsets may then be changed.
+    Stopped,
+}
+
+impl TargetState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Started => "RUNNING",
+            TargetState::Paused => "PAUSED",
+            TargetState::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// One connector the worker runs: its tasks and the handles that stop or pause them.
+struct ConnectorRun {
+    connector: Arc<ValidatedConnector>,
+    target: TargetState,
+    tasks: Vec<RunningTask>,
+    stop: StopHandle,
+    paused: watch::Sender<bool>,
+}
+
+impl ConnectorRun {
+    fn is_source(&self) -> bool {
+        self.connector.is_source()
+    }
 }
 
 pub struct Worker {
@@ -122,9 +158,9 @@ pub struct Worker {
     status: Arc<dyn StatusStore>,
     status_view: StatusView,
     metrics: Arc<MetricsRegistry>,
-    source_stop: StopHandle,
-    sink_stop: StopHandle,
-    tasks: Vec<RunningTask>,
+    connectors: std::collections::BTreeMap<String, ConnectorRun>,
+    commands_tx: mpsc::Sender<Command>,
+    commands: mpsc::Receiver<Command>,
     failures_tx: mpsc::UnboundedSender<TaskFailure>,
     failures_rx: mpsc::UnboundedReceiver<TaskFailure>,
     input_ended: Arc<AtomicBool>,
@@ -159,6 +195,7 @@ impl Worker {
     ) -> Worker {
         let (failures_tx, failures_rx) = mpsc::unbounded_channel();
         let status_view = StatusView::new(status.clone(), &config.worker_id);
+        let (commands_tx, commands) = mpsc::channel(64);
         Worker {
             status_view,
             config: Arc::new(config),
@@ -167,9 +204,9 @@ impl Worker {
             offsets,
             status,
             metrics: Arc::new(MetricsRegistry::default()),
-            source_stop: stop_pair().0,
-            sink_stop: stop_pair().0,
-            tasks: Vec::new(),
+            connectors: std::collections::BTreeMap::new(),
+            commands_tx,
+            commands,
             failures_tx,
             failures_rx,
             input_ended: Arc::new(AtomicBool::new(false)),
@@ -194,12 +231,15 @@ impl Worker {
     pub fn start(&mut self, connectors: Vec<ValidatedConnector>) {
         let (sinks, sources): (Vec<_>, Vec<_>) =
             connectors.into_iter().partition(|c| !c.is_source());
-        for connector in &sinks {
-            self.bus
-                .register_group(&connector.group_id(), &connector.topic_filter());
-        }
         for connector in sinks.into_iter().chain(sources) {
-            self.start_connector(Arc::new(connector));
+            self.add_connector(Arc::new(connector), TargetState::Started);
+        }
+    }
+
+    /// A handle to change this worker's connectors while it runs (the REST API's).
+    pub fn handle(&self) -> WorkerHandle {
+        WorkerHandle {
+            commands: self.commands_tx.clone(),
         }
     }
 
@@ -216,11 +256,36 @@ impl Worker {
             .map_or(1, |c| c.len().max(1) as u32)
     }
 
-    fn start_connector(&mut self, connector: Arc<ValidatedConnector>) {
+    fn add_connector(&mut self, connector: Arc<ValidatedConnector>, target: TargetState) {
+        if !connector.is_source() {
+            self.bus
+                .register_group(&connector.group_id(), &connector.topic_filter());
+        }
+        self.status_view
+            .add_connector(connector.name(), connector.is_source());
+        self.status_view
+            .set_target(connector.name(), target.as_str());
+        let (stop, _) = stop_pair();
+        let (paused, _) = watch::channel(target == TargetState::Paused);
+        let mut run = ConnectorRun {
+            connector,
+            target,
+            tasks: Vec::new(),
+            stop,
+            paused,
+        };
+        if target != TargetState::Stopped {
+            run.tasks = self.spawn_tasks(&run);
+        }
+        self.connectors
+            .insert(run.connector.name().to_string(), run);
+    }
+
+    fn spawn_tasks(&self, run: &ConnectorRun) -> Vec<RunningTask> {
+        let connector = &run.connector;
         let is_source = connector.is_source();
         let metrics = self.metrics.connector(connector.name(), is_source);
-        let tasks = Self::task_count(&connector);
-        self.status_view.add_connector(connector.name(), is_source);
+        let tasks = Self::task_count(connector);
         tracing::info!(connector = %connector.name(), class = %connector.common.connector_class, tasks, "starting connector");
         let bus = match self
             .bus
@@ -251,9 +316,10 @@ impl Worker {
                         trace: trace.clone(),
                     });
                 }
-                return;
+                return Vec::new();
             }
         };
+        let mut running = Vec::new();
         for task_id in 0..tasks {
             let env = TaskEnv {
                 connector: connector.clone(),
@@ -265,31 +331,25 @@ impl Worker {
                 worker: self.config.clone(),
                 input_ended: self.input_ended.clone(),
                 status: self.status.clone(),
+                paused: run.paused.subscribe(),
             };
             let progress = is_source.then(|| Arc::new(SourceProgress::default()));
-            let stop = if is_source {
-                self.source_stop.signal()
-            } else {
-                self.sink_stop.signal()
-            };
             let supervisor = Supervisor {
                 env,
                 status: self.status.clone(),
                 failures: self.failures_tx.clone(),
                 worker_id: self.config.worker_id.clone(),
             };
-            let handle = tokio::spawn(supervisor.run(progress.clone(), stop));
-            self.tasks.push(RunningTask {
-                is_source,
-                progress,
-                handle,
-            });
+            let handle = tokio::spawn(supervisor.run(progress.clone(), run.stop.signal()));
+            running.push(RunningTask { progress, handle });
         }
+        running
     }
 
     /// Runs until `shutdown` resolves (or, in drain mode, until everything is drained, or a
     /// task fails for good), then stops: sources first, waiting for what they sent to be
     /// durable and committing their offsets; then sinks, flushing and acknowledging.
+    /// Meanwhile it carries out the commands of its [`WorkerHandle`]s.
     pub async fn run(
         mut self,
         mode: RunMode,
@@ -312,6 +372,9 @@ impl Worker {
                         }
                     }
                 }
+                Some(command) = self.commands.recv() => {
+                    self.execute(command).await;
+                }
                 _ = tick.tick(), if mode == RunMode::Drain => {
                     if self.drained() {
                         tracing::info!("drained: every source exhausted and every record durable");
@@ -330,32 +393,320 @@ impl Worker {
 
     fn drained(&self) -> bool {
         let sources_done = self
-            .tasks
-            .iter()
+            .connectors
+            .values()
+            .flat_map(|c| c.tasks.iter())
             .filter_map(|t| t.progress.as_ref())
             .all(|p| p.settled.load(Ordering::Acquire));
         sources_done && self.bus.is_settled()
     }
 
-    async fn stop_all(&mut self) {
-        let grace = Duration::from_millis(self.config.shutdown_timeout_ms) + Duration::from_secs(5);
-        for phase_sources in [true, false] {
-            if phase_sources {
-                self.source_stop.stop();
-            } else {
-                self.sink_stop.stop();
-            }
-            for task in self
-                .tasks
-                .iter_mut()
-                .filter(|t| t.is_source == phase_sources)
-            {
-                if tokio::time::timeout(grace, &mut task.handle).await.is_err() {
-                    tracing::error!("a task did not stop within {grace:?}; abandoning it");
-                    task.handle.abort();
-                }
+    fn grace(&self) -> Duration {
+        Duration::from_millis(self.config.shutdown_timeout_ms) + Duration::from_secs(5)
+    }
+
+    /// Stops a connector's tasks and waits for them (up to the graceful timeout).
+    async fn stop_tasks(run: &mut ConnectorRun, grace: Duration) {
+        run.stop.stop();
+        for mut task in run.tasks.drain(..) {
+            if tokio::time::timeout(grace, &mut task.handle).await.is_err() {
+                tracing::error!(connector = %run.connector.name(), "a task did not stop within {grace:?}; abandoning it");
+                task.handle.abort();
             }
         }
+        // A fresh handle, so tasks started later are not born stopped.
+        run.stop = stop_pair().0;
+    }
+
+    async fn stop_all(&mut self) {
+        let grace = self.grace();
+        // Sources first: what they sent becomes durable in the sinks still running.
+        for sources in [true, false] {
+            for run in self
+                .connectors
+                .values_mut()
+                .filter(|r| r.is_source() == sources)
+            {
+                run.stop.stop();
+            }
+            for run in self
+                .connectors
+                .values_mut()
+                .filter(|r| r.is_source() == sources)
+            {
+                Self::stop_tasks(run, grace).await;
+            }
+        }
+    }
+
+    async fn execute(&mut self, command: Command) {
+        match command {
+            Command::Create {
+                connector,
+                target,
+                reply,
+            } => {
+                let result = if self.connectors.contains_key(connector.name()) {
+                    Err(ControlError::Conflict(format!(
+                        "Connector {} already exists",
+                        connector.name()
+                    )))
+                } else {
+                    self.add_connector(Arc::new(connector), target);
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
+            Command::Replace { connector, reply } => {
+                // Kafka Connect keeps the target state across a config change.
+                let target = match self.connectors.remove(connector.name()) {
+                    Some(mut old) => {
+                        Self::stop_tasks(&mut old, self.grace()).await;
+                        old.target
+                    }
+                    None => TargetState::Started,
+                };
+                self.status.remove_connector(connector.name());
+                self.add_connector(Arc::new(connector), target);
+                let _ = reply.send(Ok(()));
+            }
+            Command::Delete { name, reply } => {
+                let result = match self.connectors.remove(&name) {
+                    Some(mut run) => {
+                        Self::stop_tasks(&mut run, self.grace()).await;
+                        self.status.remove_connector(&name);
+                        self.status_view.remove_connector(&name);
+                        Ok(())
+                    }
+                    None => Err(not_found(&name)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::SetTarget {
+                name,
+                target,
+                reply,
+            } => {
+                let grace = self.grace();
+                let result = match self.connectors.get_mut(&name) {
+                    None => Err(not_found(&name)),
+                    Some(run) => {
+                        let was = run.target;
+                        run.target = target;
+                        run.paused.send_replace(target == TargetState::Paused);
+                        self.status_view.set_target(&name, target.as_str());
+                        let shown = match target {
+                            TargetState::Paused => Some(TaskState::Paused),
+                            TargetState::Started if was == TargetState::Paused => {
+                                Some(TaskState::Running)
+                            }
+                            _ => None,
+                        };
+                        if let Some(state) = shown {
+                            for (task, _) in self.status.tasks(&name) {
+                                self.status
+                                    .update_task(&name, task, &mut |s| s.state = state);
+                            }
+                        }
+                        if target == TargetState::Stopped && was != TargetState::Stopped {
+                            Self::stop_tasks(run, grace).await;
+                            self.status.remove_connector(&name);
+                        }
+                        Ok(was)
+                    }
+                };
+                if let Ok(TargetState::Stopped) = result
+                    && target != TargetState::Stopped
+                    && let Some(run) = self.connectors.get(&name)
+                {
+                    let tasks = self.spawn_tasks(run);
+                    if let Some(run) = self.connectors.get_mut(&name) {
+                        run.tasks = tasks;
+                    }
+                }
+                let _ = reply.send(result.map(|_| ()));
+            }
+            Command::Restart {
+                name,
+                only_failed,
+                reply,
+            } => {
+                let grace = self.grace();
+                let result = match self.connectors.get_mut(&name) {
+                    None => Err(not_found(&name)),
+                    Some(run) if run.target == TargetState::Stopped => Ok(()),
+                    Some(run) => {
+                        let failed = self
+                            .status
+                            .tasks(&name)
+                            .iter()
+                            .any(|(_, t)| t.state == TaskState::Failed);
+                        if !only_failed || failed {
+                            Self::stop_tasks(run, grace).await;
+                            Ok(())
+                        } else {
+                            Err(ControlError::NothingToDo)
+                        }
+                    }
+                };
+                let restart = result.is_ok()
+                    && self
+                        .connectors
+                        .get(&name)
+                        .is_some_and(|r| r.target != TargetState::Stopped && r.tasks.is_empty());
+                if restart && let Some(run) = self.connectors.get(&name) {
+                    let tasks = self.spawn_tasks(run);
+                    if let Some(run) = self.connectors.get_mut(&name) {
+                        run.tasks = tasks;
+                    }
+                }
+                let _ = reply.send(match result {
+                    Err(ControlError::NothingToDo) => Ok(()),
+                    other => other,
+                });
+            }
+            Command::List { reply } => {
+                let list = self
+                    .connectors
+                    .values()
+                    .map(|r| ConnectorState {
+                        definition: r.connector.definition.clone(),
+                        is_source: r.is_source(),
+                        target: r.target,
+                        tasks: r.tasks.len() as u32,
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+        }
+    }
+}
+
+fn not_found(name: &str) -> ControlError {
+    ControlError::NotFound(format!("Connector {name} not found"))
+}
+
+/// Why a command could not be carried out; the REST API maps each to its status code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the worker is shutting down")]
+    ShuttingDown,
+    /// Internal: a restart of only failed tasks found none.
+    #[error("nothing to do")]
+    NothingToDo,
+}
+
+/// A connector as the worker holds it.
+#[derive(Debug, Clone)]
+pub struct ConnectorState {
+    pub definition: crate::ConnectorDefinition,
+    pub is_source: bool,
+    pub target: TargetState,
+    /// Tasks running now (0 when stopped).
+    pub tasks: u32,
+}
+
+enum Command {
+    Create {
+        connector: ValidatedConnector,
+        target: TargetState,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    Replace {
+        connector: ValidatedConnector,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    Delete {
+        name: String,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    SetTarget {
+        name: String,
+        target: TargetState,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    Restart {
+        name: String,
+        only_failed: bool,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<ConnectorState>>,
+    },
+}
+
+/// Changes a running worker's connectors. Cheap to clone; every call waits for the
+/// worker to carry the command out.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl WorkerHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| ControlError::ShuttingDown)?;
+        rx.await.map_err(|_| ControlError::ShuttingDown)
+    }
+
+    /// Starts a new connector (409 when the name is taken).
+    pub async fn create(
+        &self,
+        connector: ValidatedConnector,
+        target: TargetState,
+    ) -> Result<(), ControlError> {
+        self.ask(|reply| Command::Create {
+            connector,
+            target,
+            reply,
+        })
+        .await?
+    }
+
+    /// Replaces a connector's config (creating it when new), restarting its tasks.
+    pub async fn replace(&self, connector: ValidatedConnector) -> Result<(), ControlError> {
+        self.ask(|reply| Command::Replace { connector, reply })
+            .await?
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), ControlError> {
+        let name = name.to_string();
+        self.ask(|reply| Command::Delete { name, reply }).await?
+    }
+
+    pub async fn set_target(&self, name: &str, target: TargetState) -> Result<(), ControlError> {
+        let name = name.to_string();
+        self.ask(|reply| Command::SetTarget {
+            name,
+            target,
+            reply,
+        })
+        .await?
+    }
+
+    /// Restarts the connector's tasks (all, or only when one has failed).
+    pub async fn restart(&self, name: &str, only_failed: bool) -> Result<(), ControlError> {
+        let name = name.to_string();
+        self.ask(|reply| Command::Restart {
+            name,
+            only_failed,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn list(&self) -> Result<Vec<ConnectorState>, ControlError> {
+        self.ask(|reply| Command::List { reply }).await
     }
 }
 
