@@ -3,6 +3,7 @@
 mod builtins;
 mod dlq;
 mod progress;
+mod rest;
 mod schemas;
 mod status_file;
 
@@ -321,6 +322,20 @@ async fn standalone(
     let Some(connectors) = load_connectors(&registry, files) else {
         return ExitCode::from(EXIT_INVALID);
     };
+    let rest_listener = match rest::listener(&config, drain) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "error: {}: {e}",
+                worker_file.map_or("worker config".into(), |p| p.display().to_string())
+            );
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let cluster_id = config
+        .bootstrap_servers
+        .as_ref()
+        .map(|_| "kafka".to_string());
     let worker = match sluice_kafka::KafkaSettings::from_worker(&config) {
         Some(kafka) => kafka_worker(config, registry, kafka).await,
         None => Worker::standalone(config, registry).map_err(|e| e.to_string()),
@@ -342,6 +357,25 @@ async fn standalone(
     worker.start(connectors);
     let reporter = progress::spawn(metrics.clone(), worker.status(), tty);
     let status_view = worker.status_view();
+    let api = match rest_listener {
+        None => None,
+        Some(listener) => {
+            let state = sluice_server::ApiState {
+                worker: worker.handle(),
+                registry: worker.registry(),
+                status: status_view.clone(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                cluster_id,
+            };
+            match rest::serve(listener, state).await {
+                Ok(served) => served.map(|(_, handle)| handle),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_INVALID);
+                }
+            }
+        }
+    };
     let status_writer = status_file
         .clone()
         .map(|path| status_file::spawn(status_view.clone(), path));
@@ -352,6 +386,9 @@ async fn standalone(
     };
     let outcome = worker.run(mode, shutdown_signal()).await;
     reporter.abort();
+    if let Some(api) = api {
+        api.abort();
+    }
     if let Some(writer) = status_writer {
         writer.abort();
     }

@@ -155,15 +155,16 @@ impl StatusView {
     /// One connector's status body, as Kafka Connect's; `retrying` and `restarts` are
     /// sluice's additions to a task's entry.
     pub fn connector(&self, name: &str) -> Option<Value> {
-        let kind = {
+        let (kind, target) = {
             let connectors = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
             *connectors.get(name)?
         };
         let tasks = self.status.tasks(name);
-        // The connector itself (as opposed to its tasks) only stops with the worker.
+        // The connector itself (as opposed to its tasks) stops when asked to, or with the
+        // worker.
         let all_stopped =
             !tasks.is_empty() && tasks.iter().all(|(_, t)| t.state == TaskState::Stopped);
-        let state = if all_stopped { "STOPPED" } else { "RUNNING" };
+        let state = if all_stopped { "STOPPED" } else { target };
         let tasks: Vec<Value> = tasks.iter().map(|(id, t)| task_json(*id, t)).collect();
         Some(json!({
             "name": name,

@@ -213,6 +213,10 @@ impl Worker {
         }
     }
 
+    pub fn registry(&self) -> Arc<PluginRegistry> {
+        self.registry.clone()
+    }
+
     pub fn metrics(&self) -> Arc<MetricsRegistry> {
         self.metrics.clone()
     }

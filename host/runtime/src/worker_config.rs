@@ -69,6 +69,15 @@ pub struct WorkerConfig {
         default = "default_replication"
     )]
     pub offset_storage_replication_factor: i32,
+    /// Where the REST API listens, as Kafka Connect's `listeners`
+    /// (`http://host:port`, the first of a comma-separated list is used). Unset: the API
+    /// listens on `http://0.0.0.0:8083` unless the run is a `--drain` batch job, and a
+    /// port already taken then only warns.
+    #[serde(default)]
+    pub listeners: Option<String>,
+    /// Kafka Connect's older key for the REST port (with host 0.0.0.0).
+    #[serde(rename = "rest.port", default)]
+    pub rest_port: Option<u16>,
     /// Every key of the file as given, for the client settings (`producer.*`, …).
     #[serde(skip)]
     #[schemars(skip)]
@@ -122,6 +131,8 @@ impl Default for WorkerConfig {
             offset_storage_topic: default_offset_topic(),
             offset_storage_partitions: default_offset_partitions(),
             offset_storage_replication_factor: default_replication(),
+            listeners: None,
+            rest_port: None,
             raw: ConfigMap::new(),
         })
     }

@@ -1,0 +1,190 @@
+//! `PUT /connector-plugins/{plugin}/config/validate` and `GET …/config`: Kafka Connect's
+//! `ConfigInfos` and `ConfigKeyInfo`, built from the same JSON Schemas (generated from the
+//! config structs) and the same validation as `sluice validate`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+use sluice_api::{Severity, schema_of};
+use sluice_runtime::ConnectorDefinition;
+use sluice_runtime::connector::CommonConfig;
+use sluice_runtime::registry::PluginRegistry;
+use sluice_runtime::validation::validate;
+
+fn kafka_type(name: &str, property: &Value) -> &'static str {
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with("password") || lower.ends_with(".secret") {
+        return "PASSWORD";
+    }
+    let types: Vec<&str> = match &property["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if types.contains(&"boolean") {
+        "BOOLEAN"
+    } else if types.contains(&"integer") {
+        "LONG"
+    } else if types.contains(&"number") {
+        "DOUBLE"
+    } else if types.contains(&"array") {
+        "LIST"
+    } else {
+        "STRING"
+    }
+}
+
+fn default_text(property: &Value) -> Value {
+    match property.get("default") {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::String(s)) => json!(s),
+        Some(other) => json!(other.to_string()),
+    }
+}
+
+/// One `ConfigKeyInfo` per property of `schema`, in `group`.
+pub fn definitions(schema: &Value, group: &str) -> Vec<Value> {
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    schema["properties"]
+        .as_object()
+        .map(|props| {
+            props
+                .iter()
+                .enumerate()
+                .map(|(order, (name, p))| {
+                    json!({
+                        "name": name,
+                        "type": kafka_type(name, p),
+                        "required": required.contains(&name.as_str()),
+                        "default_value": default_text(p),
+                        "importance": if required.contains(&name.as_str()) { "HIGH" } else { "MEDIUM" },
+                        "documentation": p.get("description").cloned().unwrap_or(json!("")),
+                        "group": group,
+                        "width": "NONE",
+                        "display_name": name,
+                        "dependents": [],
+                        "order": order as i64,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn value_text(value: Option<&Value>) -> Value {
+    match value {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::String(s)) => json!(s),
+        Some(other) => json!(other.to_string()),
+    }
+}
+
+/// Kafka Connect's validation response: every key of the common and plugin schemas (and
+/// every key given that neither knows, with a null definition), each with its errors.
+pub fn validate_response(
+    registry: &PluginRegistry,
+    class: &str,
+    config: BTreeMap<String, Value>,
+) -> Value {
+    let name = config
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("validate")
+        .to_string();
+    let mut connector_config = config.clone();
+    connector_config.remove("name");
+    connector_config
+        .entry("connector.class".to_string())
+        .or_insert_with(|| json!(class));
+    let document = json!({"name": name, "config": connector_config});
+    let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut general: Vec<String> = Vec::new();
+    match ConnectorDefinition::from_document("validate", document) {
+        Ok(definition) => {
+            let (problems, _) = validate(&definition, registry);
+            for p in problems
+                .into_iter()
+                .filter(|p| p.issue.severity == Severity::Error)
+            {
+                match p.issue.key {
+                    Some(key) => errors.entry(key).or_default().push(p.issue.message),
+                    None => general.push(p.issue.message),
+                }
+            }
+        }
+        Err(p) => general.push(p.issue.message),
+    }
+    let plugin_schema = registry
+        .all()
+        .into_iter()
+        .find(|(info, _)| info.class == class)
+        .map(|(_, s)| s)
+        .unwrap_or(Value::Null);
+    let mut defs = definitions(&schema_of::<CommonConfig>(), "Common");
+    defs.extend(definitions(&plugin_schema, class));
+    let mut configs = Vec::new();
+    let mut seen = Vec::new();
+    for def in defs {
+        let key = def["name"].as_str().unwrap_or_default().to_string();
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key.clone());
+        let key_errors = errors.remove(&key).unwrap_or_default();
+        configs.push(json!({
+            "definition": def,
+            "value": {
+                "name": key,
+                "value": value_text(config.get(&key)),
+                "recommended_values": [],
+                "errors": key_errors,
+                "visible": true,
+            }
+        }));
+    }
+    // Keys no schema declares (transforms.*, overrides, or unknown), and their errors.
+    for (key, value) in &config {
+        if seen.contains(key) {
+            continue;
+        }
+        let key_errors = errors.remove(key).unwrap_or_default();
+        configs.push(json!({
+            "definition": Value::Null,
+            "value": {
+                "name": key,
+                "value": value_text(Some(value)),
+                "recommended_values": [],
+                "errors": key_errors,
+                "visible": true,
+            }
+        }));
+    }
+    // Errors on keys that were not given (a required key missing) and general ones.
+    for (key, key_errors) in errors {
+        configs.push(json!({
+            "definition": Value::Null,
+            "value": {"name": key, "value": Value::Null, "recommended_values": [], "errors": key_errors, "visible": true}
+        }));
+    }
+    if !general.is_empty() {
+        configs.push(json!({
+            "definition": Value::Null,
+            "value": {"name": "", "value": Value::Null, "recommended_values": [], "errors": general, "visible": true}
+        }));
+    }
+    let error_count: usize = configs
+        .iter()
+        .map(|c| c["value"]["errors"].as_array().map_or(0, Vec::len))
+        .sum();
+    let mut groups = vec![json!("Common")];
+    groups.push(json!(class));
+    let mut out = Map::new();
+    out.insert("name".into(), json!(class));
+    out.insert("error_count".into(), json!(error_count));
+    out.insert("groups".into(), Value::Array(groups));
+    out.insert("configs".into(), Value::Array(configs));
+    Value::Object(out)
+}
