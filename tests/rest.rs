@@ -1,0 +1,441 @@
+//! The REST API against the real binary, driven with curl (a client written elsewhere):
+//! Kafka Connect's paths, bodies, status codes and error shape.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+struct Api {
+    base: String,
+    child: Child,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (status, body) of one curl call.
+fn curl(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
+    if body.is_some() {
+        // The body goes through stdin: it may be larger than an argument may be.
+        cmd.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ]);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("curl runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let payload = body.unwrap_or("").as_bytes().to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&payload);
+    });
+    let out = child.wait_with_output().expect("curl runs");
+    let _ = writer.join();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code: u16 = code.trim().parse().unwrap_or(0);
+    let body = if body.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()))
+    };
+    (code, body)
+}
+
+impl Api {
+    fn start(s: &Scratch, connectors: &[&std::path::Path]) -> Api {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let worker = s.path("worker.json");
+        std::fs::write(
+            &worker,
+            json!({
+                "listeners": format!("http://127.0.0.1:{port}"),
+                "offset.storage.file.filename": s.path("offsets.json"),
+                "offset.flush.interval.ms": "200",
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let child = sluice()
+            .args(["standalone", "--progress", "never", "--worker"])
+            .arg(&worker)
+            .args(connectors)
+            .spawn()
+            .unwrap();
+        let api = Api {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let started = Instant::now();
+        while api.get("/").0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "REST API did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        api
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        curl("GET", &format!("{}{path}", self.base), None)
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        curl(method, &format!("{}{path}", self.base), body)
+    }
+
+    /// Polls the status until `check` holds (tasks start and stop asynchronously).
+    fn wait_status(&self, name: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let (code, status) = self.get(&format!("/connectors/{name}/status"));
+            if code == 200 && check(&status) {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "status of {name} never matched: {code} {status}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn task_states(status: &Value) -> Vec<String> {
+    status["tasks"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .map(|t| t["state"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn assert_error(code: u16, body: &Value, expected: u16) {
+    assert_eq!(code, expected, "{body}");
+    assert_eq!(body["error_code"], json!(expected), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error without a message: {body}"
+    );
+}
+
+#[test]
+fn connector_lifecycle_over_http() {
+    let s = Scratch::new();
+    let mut sim = simulator("shop", 0);
+    sim["rate"] = json!("200");
+    let source = s.connector("sim", sim);
+    let api = Api::start(&s, &[&source]);
+
+    let (code, root) = api.get("/");
+    assert_eq!(code, 200);
+    assert!(
+        root["version"].is_string()
+            && root.get("commit").is_some()
+            && root.get("kafka_cluster_id").is_some(),
+        "{root}"
+    );
+    assert_eq!(api.get("/health").0, 200);
+    assert_eq!(api.get("/connectors"), (200, json!(["sim"])));
+
+    // Create a sink: 201 with its info; the same name again: 409.
+    let file = s.path("out.jsonl");
+    let create = json!({"name": "files", "config": {
+        "connector.class": "FileSink", "topics": "shop", "file": file, "format": "value",
+        "tasks.max": "1"}})
+    .to_string();
+    let (code, info) = api.call("POST", "/connectors", Some(&create));
+    assert_eq!(code, 201, "{info}");
+    assert_eq!(info["name"], "files");
+    assert_eq!(info["type"], "sink");
+    assert_eq!(info["tasks"], json!([{"connector": "files", "task": 0}]));
+    assert_eq!(info["config"]["name"], "files");
+    assert_eq!(info["config"]["topics"], "shop");
+    let (code, body) = api.call("POST", "/connectors", Some(&create));
+    assert_error(code, &body, 409);
+
+    // Records flow to the new sink.
+    let started = Instant::now();
+    while read_lines(&file).len() < 20 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no records reached the sink"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Expand both.
+    let (code, all) = api.get("/connectors?expand=status&expand=info");
+    assert_eq!(code, 200);
+    assert_eq!(all["files"]["info"]["type"], "sink");
+    assert_eq!(all["sim"]["status"]["connector"]["state"], "RUNNING");
+    assert_eq!(all["sim"]["status"]["type"], "source");
+
+    // Status, pause, resume, stop.
+    let status = api.wait_status("files", |s| task_states(s) == ["RUNNING"]);
+    assert_eq!(status["name"], "files");
+    assert_eq!(status["connector"]["worker_id"], "standalone");
+    assert_eq!(api.call("PUT", "/connectors/sim/pause", None).0, 202);
+    let status = api.wait_status("sim", |s| task_states(s) == ["PAUSED"]);
+    assert_eq!(status["connector"]["state"], "PAUSED");
+    // Paused: nothing more arrives.
+    std::thread::sleep(Duration::from_millis(700));
+    let at_pause = read_lines(&file).len();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        read_lines(&file).len(),
+        at_pause,
+        "records flowed while paused"
+    );
+    assert_eq!(api.call("PUT", "/connectors/sim/resume", None).0, 202);
+    api.wait_status("sim", |s| task_states(s) == ["RUNNING"]);
+    let started = Instant::now();
+    while read_lines(&file).len() <= at_pause {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no records after resume"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(api.call("PUT", "/connectors/files/stop", None).0, 204);
+    let status = api.wait_status("files", |s| s["connector"]["state"] == "STOPPED");
+    assert_eq!(status["tasks"], json!([]));
+    assert_eq!(api.call("PUT", "/connectors/files/resume", None).0, 202);
+    api.wait_status("files", |s| task_states(s) == ["RUNNING"]);
+
+    // Restart: 204 plain, 202 with the status when includeTasks.
+    assert_eq!(api.call("POST", "/connectors/files/restart", None).0, 204);
+    let (code, status) = api.call(
+        "POST",
+        "/connectors/files/restart?includeTasks=true&onlyFailed=false",
+        None,
+    );
+    assert_eq!(code, 202, "{status}");
+    assert_eq!(status["name"], "files");
+
+    // Tasks and their status.
+    let (code, tasks) = api.get("/connectors/files/tasks");
+    assert_eq!(code, 200);
+    assert_eq!(tasks[0]["id"], json!({"connector": "files", "task": 0}));
+    assert_eq!(tasks[0]["config"]["topics"], "shop");
+    let (code, task) = api.get("/connectors/files/tasks/0/status");
+    assert_eq!(code, 200, "{task}");
+    assert_eq!(task["id"], 0);
+    let (code, body) = api.get("/connectors/files/tasks/7/status");
+    assert_error(code, &body, 404);
+
+    // Config: GET, PUT (200 for an existing connector, 201 for a new one), PATCH.
+    let (code, config) = api.get("/connectors/files/config");
+    assert_eq!(code, 200);
+    assert_eq!(config["connector.class"], "FileSink");
+    let mut replaced = config.clone();
+    replaced["format"] = json!("envelope");
+    let (code, info) = api.call(
+        "PUT",
+        "/connectors/files/config",
+        Some(&replaced.to_string()),
+    );
+    assert_eq!(code, 200, "{info}");
+    assert_eq!(info["config"]["format"], "envelope");
+    let second =
+        json!({"connector.class": "FileSink", "topics": "shop", "file": s.path("second.jsonl")});
+    let (code, info) = api.call(
+        "PUT",
+        "/connectors/second/config",
+        Some(&second.to_string()),
+    );
+    assert_eq!(code, 201, "{info}");
+    let (code, info) = api.call(
+        "PATCH",
+        "/connectors/second/config",
+        Some(r#"{"format": "envelope", "tasks.max": null}"#),
+    );
+    assert_eq!(code, 200, "{info}");
+    assert_eq!(info["config"]["format"], "envelope");
+
+    // Validation: a good and a bad config.
+    let (code, good) = api.call(
+        "PUT",
+        "/connector-plugins/FileSink/config/validate",
+        Some(&json!({"connector.class": "FileSink", "topics": "t", "file": "/tmp/x"}).to_string()),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(good["name"], "FileSink");
+    assert_eq!(good["error_count"], 0, "{good}");
+    let (code, bad) = api.call(
+        "PUT",
+        "/connector-plugins/FileSink/config/validate",
+        Some(&json!({"connector.class": "FileSink", "topics": "t", "format": "xml", "nonsense.key": "1"}).to_string()),
+    );
+    assert_eq!(
+        code, 200,
+        "invalid configs answer 200 with the errors inside"
+    );
+    assert!(bad["error_count"].as_u64().unwrap() >= 1, "{bad}");
+    let configs = bad["configs"].as_array().unwrap();
+    let errors_of = |key: &str| -> Vec<Value> {
+        configs
+            .iter()
+            .find(|c| c["value"]["name"] == key)
+            .map(|c| c["value"]["errors"].as_array().unwrap().clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        !errors_of("file").is_empty(),
+        "missing required key reported"
+    );
+    let (_, bad_format) = api.call(
+        "PUT",
+        "/connector-plugins/FileSink/config/validate",
+        Some(&json!({"connector.class": "FileSink", "topics": "t", "file": "/tmp/x", "format": "xml"}).to_string()),
+    );
+    let format_errors = bad_format["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["value"]["name"] == "format")
+        .map(|c| c["value"]["errors"].clone())
+        .unwrap();
+    assert_eq!(bad_format["error_count"], 1, "{bad_format}");
+    assert!(
+        format_errors[0].as_str().unwrap().contains("xml"),
+        "{format_errors}"
+    );
+    let unknown = configs
+        .iter()
+        .find(|c| c["value"]["name"] == "nonsense.key")
+        .unwrap();
+    assert_eq!(unknown["definition"], Value::Null);
+    let file_def = configs
+        .iter()
+        .find(|c| c["value"]["name"] == "file")
+        .unwrap();
+    assert_eq!(file_def["definition"]["required"], true);
+
+    // Plugins.
+    let (code, plugins) = api.get("/connector-plugins");
+    assert_eq!(code, 200);
+    let classes: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["class"].as_str().unwrap())
+        .collect();
+    assert!(
+        classes.contains(&"FileSink") && classes.contains(&"SimulatorSource"),
+        "{plugins}"
+    );
+    assert!(!classes.contains(&"Filter"));
+    let (_, all) = api.get("/connector-plugins?connectorsOnly=false");
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["class"] == "Filter" && p["type"] == "transformation"),
+        "{all}"
+    );
+
+    // Delete.
+    assert_eq!(api.call("DELETE", "/connectors/second", None).0, 204);
+    let (code, body) = api.get("/connectors/second");
+    assert_error(code, &body, 404);
+    let (code, list) = api.get("/connectors");
+    assert_eq!(code, 200);
+    assert_eq!(list, json!(["files", "sim"]));
+}
+
+#[test]
+fn bad_requests_answer_4xx_with_the_error_shape_and_change_nothing() {
+    let s = Scratch::new();
+    let sink = s.connector("files", file_sink("shop", &s.path("out.jsonl"), "value"));
+    let api = Api::start(&s, &[&sink]);
+    let before = api.get("/connectors?expand=info");
+    let huge = format!(
+        "{{\"name\":\"h\",\"config\":{{\"x\":\"{}\"}}}}",
+        "a".repeat(2 * 1024 * 1024)
+    );
+    let cases: Vec<(&str, String, Option<String>, u16)> = vec![
+        ("POST", "/connectors".into(), Some("{not json".into()), 400),
+        ("POST", "/connectors".into(), Some("".into()), 400),
+        ("POST", "/connectors".into(), Some("[]".into()), 400),
+        ("POST", "/connectors".into(), Some("\"text\"".into()), 400),
+        ("POST", "/connectors".into(), Some("{}".into()), 400),
+        ("POST", "/connectors".into(), Some(r#"{"name":"x"}"#.into()), 400),
+        ("POST", "/connectors".into(), Some(r#"{"name":"x","config":[]}"#.into()), 400),
+        ("POST", "/connectors".into(), Some(r#"{"name":"","config":{"connector.class":"FileSink"}}"#.into()), 400),
+        ("POST", "/connectors".into(), Some(r#"{"name":"a\u0001b","config":{"connector.class":"FileSink","topics":"t","file":"/tmp/f"}}"#.into()), 400),
+        ("POST", "/connectors".into(), Some(r#"{"name":"x","config":{"connector.class":"NoSuchClass"}}"#.into()), 400),
+        ("POST", "/connectors".into(), Some(r#"{"name":"x","config":{"connector.class":"FileSink","topics":"t"}}"#.into()), 400),
+        ("POST", "/connectors".into(), Some(r#"{"name":"x","config":{"connector.class":"FileSink","topics":"t","file":"/tmp/f","tasks.max":"-3"}}"#.into()), 400),
+        ("POST", "/connectors".into(), Some(r#"{"name":"x","config":{"connector.class":"FileSink","topics":"t","file":"/tmp/f","errors.tolerance":"some"}}"#.into()), 400),
+        ("POST", "/connectors".into(), Some(r#"{"name":"x","config":{"connector.class":"FileSink","topics":"t","file":"/tmp/f","transforms":"a"}}"#.into()), 400),
+        ("POST", "/connectors".into(), Some(r#"{"name":"x","config":{"connector.class":"FileSink","topics":"t","file":"/tmp/f"},"initial_state":"SLEEPING"}"#.into()), 400),
+        ("POST", "/connectors".into(), Some(r#"{"name":"x","config":{"connector.class":"FileSink","topics":"t","file":"/tmp/f"},"surprise":1}"#.into()), 400),
+        ("POST", "/connectors".into(), Some(r#"{"name":"files","config":{"connector.class":"FileSink","topics":"t","file":"/tmp/f"}}"#.into()), 409),
+        ("POST", "/connectors".into(), Some(huge.clone()), 413),
+        ("PUT", "/connectors/files/config".into(), Some("{oops".into()), 400),
+        ("PUT", "/connectors/files/config".into(), Some(r#"{"connector.class":"FileSink","topics":"t"}"#.into()), 400),
+        ("PUT", "/connectors/files/config".into(), Some(r#"{"name":"other","connector.class":"FileSink","topics":"t","file":"/tmp/f"}"#.into()), 400),
+        ("PUT", "/connectors/files/config".into(), Some("42".into()), 400),
+        ("PATCH", "/connectors/files/config".into(), Some(r#"{"file": null}"#.into()), 400),
+        ("PATCH", "/connectors/files/config".into(), Some("[1]".into()), 400),
+        ("PATCH", "/connectors/nobody/config".into(), Some("{}".into()), 404),
+        ("GET", "/connectors/nobody".into(), None, 404),
+        ("GET", "/connectors/nobody/status".into(), None, 404),
+        ("DELETE", "/connectors/nobody".into(), None, 404),
+        ("PUT", "/connectors/nobody/pause".into(), None, 404),
+        ("POST", "/connectors/nobody/restart".into(), None, 404),
+        ("POST", "/connectors/files/restart?includeTasks=maybe".into(), None, 400),
+        ("GET", "/connectors/files/tasks/x/status".into(), None, 400),
+        ("GET", "/connectors/files/tasks/99/status".into(), None, 404),
+        ("POST", "/connectors/files/tasks/99/restart".into(), None, 404),
+        ("GET", "/connectors?expand=everything".into(), None, 400),
+        ("GET", "/connector-plugins/NoSuch/config".into(), None, 404),
+        ("PUT", "/connector-plugins/FileSink/config/validate".into(), Some("nope".into()), 400),
+        ("PUT", "/connector-plugins/FileSink/config/validate".into(), Some(r#"{"connector.class":"PostgresSink"}"#.into()), 400),
+        ("GET", "/no/such/path".into(), None, 404),
+        ("GET", "/connectors/a%01b".into(), None, 400),
+    ];
+    assert!(cases.len() >= 30);
+    for (method, path, body, expected) in &cases {
+        let (code, answer) = api.call(method, path, body.as_deref());
+        assert!(
+            (400..500).contains(&code),
+            "{method} {path}: {code} {answer}"
+        );
+        assert_eq!(code, *expected, "{method} {path}: {answer}");
+        assert_eq!(
+            answer["error_code"],
+            json!(code),
+            "{method} {path}: {answer}"
+        );
+        assert!(answer["message"].is_string(), "{method} {path}: {answer}");
+    }
+    // Still serving, and nothing changed.
+    assert_eq!(api.get("/connectors?expand=info"), before);
+    let (code, _) = api.get("/health");
+    assert_eq!(code, 200);
+}
