@@ -439,3 +439,48 @@ fn bad_requests_answer_4xx_with_the_error_shape_and_change_nothing() {
     let (code, _) = api.get("/health");
     assert_eq!(code, 200);
 }
+
+#[test]
+fn connectors_created_over_rest_come_back_after_a_restart_in_their_state() {
+    let s = Scratch::new();
+    let created = {
+        let api = Api::start(&s, &[]);
+        assert_eq!(api.get("/connectors"), (200, json!([])));
+        let sim = json!({"name": "sim", "config": {
+            "connector.class": "SimulatorSource", "topic": "shop", "seed": "1",
+            "rate": "100", "connection.password": "s3cret"}});
+        assert_eq!(
+            api.call("POST", "/connectors", Some(&sim.to_string())).0,
+            201
+        );
+        let sink = json!({"name": "files", "config": {
+            "connector.class": "FileSink", "topics": "shop", "file": s.path("out.jsonl")}});
+        assert_eq!(
+            api.call("POST", "/connectors", Some(&sink.to_string())).0,
+            201
+        );
+        let gone = json!({"name": "gone", "config": {
+            "connector.class": "FileSink", "topics": "shop", "file": s.path("gone.jsonl")},
+            "initial_state": "STOPPED"});
+        assert_eq!(
+            api.call("POST", "/connectors", Some(&gone.to_string())).0,
+            201
+        );
+        assert_eq!(api.call("PUT", "/connectors/sim/pause", None).0, 202);
+        assert_eq!(api.call("DELETE", "/connectors/gone", None).0, 204);
+        // Secrets never show.
+        let (_, config) = api.get("/connectors/sim/config");
+        assert_eq!(config["connection.password"], "[hidden]");
+        api.get("/connectors?expand=info").1
+    };
+    // The process is gone (killed); a new one on the same data directory.
+    let api = Api::start(&s, &[]);
+    assert_eq!(api.get("/connectors"), (200, json!(["files", "sim"])));
+    assert_eq!(api.get("/connectors?expand=info").1, created);
+    let status = api.wait_status("sim", |s| s["connector"]["state"] == "PAUSED");
+    assert_eq!(task_states(&status), ["PAUSED"]);
+    api.wait_status("files", |s| task_states(s) == ["RUNNING"]);
+    // The stored file keeps the secret as given (the data directory is the operator's).
+    let stored = std::fs::read_to_string(s.path("connectors/sim.json")).unwrap();
+    assert!(stored.contains("\"PAUSED\""), "{stored}");
+}

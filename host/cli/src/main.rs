@@ -75,7 +75,7 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         status_file: Option<PathBuf>,
         /// Connector files: `{"name": …, "config": {…}}` or a bare config with `name`.
-        #[arg(required = true)]
+        /// Optional: connectors may also come from the connector store or the REST API.
         connectors: Vec<PathBuf>,
     },
     /// Checks connector files; exits 1 if any has an error (unknown keys only warn).
@@ -223,6 +223,44 @@ fn load_connectors(
     }
 }
 
+/// The connectors of this run: those created or changed over REST earlier (from the
+/// connector store, in their stored state), then the files given, which win on a name
+/// both have.
+fn with_stored(
+    registry: &PluginRegistry,
+    store: &dyn sluice_runtime::config_store::ConfigStore,
+    from_files: Vec<ValidatedConnector>,
+) -> Option<Vec<(ValidatedConnector, sluice_runtime::worker::TargetState)>> {
+    let stored = match store.load_all() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    let mut all: Vec<(ValidatedConnector, sluice_runtime::worker::TargetState)> = Vec::new();
+    for s in stored {
+        if from_files.iter().any(|c| c.name() == s.definition.name) {
+            tracing::warn!(connector = %s.definition.name, "a connector file and the connector store both define this connector; the file wins");
+            continue;
+        }
+        let (problems, valid) = sluice_runtime::validation::validate(&s.definition, registry);
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        match valid {
+            Some(v) => all.push((v, s.target)),
+            None => return None,
+        }
+    }
+    all.extend(
+        from_files
+            .into_iter()
+            .map(|c| (c, sluice_runtime::worker::TargetState::Started)),
+    );
+    Some(all)
+}
+
 fn validate(registry: &PluginRegistry, files: &[PathBuf]) -> ExitCode {
     match load_connectors(registry, files) {
         Some(valid) => {
@@ -322,6 +360,12 @@ async fn standalone(
     let Some(connectors) = load_connectors(&registry, files) else {
         return ExitCode::from(EXIT_INVALID);
     };
+    let store = std::sync::Arc::new(sluice_runtime::config_store::DirConfigStore::new(
+        config.connector_dir(),
+    ));
+    let Some(connectors) = with_stored(&registry, store.as_ref(), connectors) else {
+        return ExitCode::from(EXIT_INVALID);
+    };
     let rest_listener = match rest::listener(&config, drain) {
         Ok(l) => l,
         Err(e) => {
@@ -341,7 +385,7 @@ async fn standalone(
         None => Worker::standalone(config, registry).map_err(|e| e.to_string()),
     };
     let mut worker = match worker {
-        Ok(w) => w,
+        Ok(w) => w.with_config_store(store),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_INVALID);
@@ -354,7 +398,7 @@ async fn standalone(
         Progress::Never => false,
     };
     let started = Instant::now();
-    worker.start(connectors);
+    worker.start_with_states(connectors);
     let reporter = progress::spawn(metrics.clone(), worker.status(), tty);
     let status_view = worker.status_view();
     let api = match rest_listener {

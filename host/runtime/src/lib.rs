@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod chain;
+pub mod config_store;
 pub mod connector;
 pub mod convert;
 pub mod metrics;

@@ -161,6 +161,8 @@ pub struct Worker {
     connectors: std::collections::BTreeMap<String, ConnectorRun>,
     commands_tx: mpsc::Sender<Command>,
     commands: mpsc::Receiver<Command>,
+    /// Where runtime changes to connectors are kept (standalone: a directory).
+    config_store: Option<Arc<dyn crate::config_store::ConfigStore>>,
     failures_tx: mpsc::UnboundedSender<TaskFailure>,
     failures_rx: mpsc::UnboundedReceiver<TaskFailure>,
     input_ended: Arc<AtomicBool>,
@@ -207,6 +209,7 @@ impl Worker {
             connectors: std::collections::BTreeMap::new(),
             commands_tx,
             commands,
+            config_store: None,
             failures_tx,
             failures_rx,
             input_ended: Arc::new(AtomicBool::new(false)),
@@ -238,6 +241,34 @@ impl Worker {
         for connector in sinks.into_iter().chain(sources) {
             self.add_connector(Arc::new(connector), TargetState::Started);
         }
+    }
+
+    /// Keeps every runtime change to a connector (create, config, state, delete) in `store`.
+    pub fn with_config_store(mut self, store: Arc<dyn crate::config_store::ConfigStore>) -> Self {
+        self.config_store = Some(store);
+        self
+    }
+
+    /// Starts connectors in the states they were stored in (sinks first).
+    pub fn start_with_states(&mut self, connectors: Vec<(ValidatedConnector, TargetState)>) {
+        let (sinks, sources): (Vec<_>, Vec<_>) =
+            connectors.into_iter().partition(|(c, _)| !c.is_source());
+        for (connector, target) in sinks.into_iter().chain(sources) {
+            self.add_connector(Arc::new(connector), target);
+        }
+    }
+
+    /// Writes a connector's definition and state to the config store (when there is one).
+    fn persist(&self, name: &str) -> Result<(), ControlError> {
+        let (Some(store), Some(run)) = (&self.config_store, self.connectors.get(name)) else {
+            return Ok(());
+        };
+        store
+            .put(&crate::config_store::StoredConnector {
+                definition: run.connector.definition.clone(),
+                target: run.target,
+            })
+            .map_err(|e| ControlError::Storage(e.to_string()))
     }
 
     /// A handle to change this worker's connectors while it runs (the REST API's).
@@ -456,8 +487,9 @@ impl Worker {
                         connector.name()
                     )))
                 } else {
+                    let name = connector.name().to_string();
                     self.add_connector(Arc::new(connector), target);
-                    Ok(())
+                    self.persist(&name)
                 };
                 let _ = reply.send(result);
             }
@@ -471,8 +503,9 @@ impl Worker {
                     None => TargetState::Started,
                 };
                 self.status.remove_connector(connector.name());
+                let name = connector.name().to_string();
                 self.add_connector(Arc::new(connector), target);
-                let _ = reply.send(Ok(()));
+                let _ = reply.send(self.persist(&name));
             }
             Command::Delete { name, reply } => {
                 let result = match self.connectors.remove(&name) {
@@ -480,7 +513,12 @@ impl Worker {
                         Self::stop_tasks(&mut run, self.grace()).await;
                         self.status.remove_connector(&name);
                         self.status_view.remove_connector(&name);
-                        Ok(())
+                        match &self.config_store {
+                            Some(store) => store
+                                .remove(&name)
+                                .map_err(|e| ControlError::Storage(e.to_string())),
+                            None => Ok(()),
+                        }
                     }
                     None => Err(not_found(&name)),
                 };
@@ -528,7 +566,8 @@ impl Worker {
                         run.tasks = tasks;
                     }
                 }
-                let _ = reply.send(result.map(|_| ()));
+                let result = result.and_then(|_| self.persist(&name));
+                let _ = reply.send(result);
             }
             Command::Restart {
                 name,
@@ -599,6 +638,9 @@ pub enum ControlError {
     Conflict(String),
     #[error("the worker is shutting down")]
     ShuttingDown,
+    /// The change was made but could not be stored.
+    #[error("{0}")]
+    Storage(String),
     /// Internal: a restart of only failed tasks found none.
     #[error("nothing to do")]
     NothingToDo,
@@ -744,7 +786,12 @@ impl Supervisor {
         let common = &self.env.connector.common;
         let mut restarts = 0u32;
         loop {
-            self.set(TaskState::Running, None, restarts, false);
+            let state = if *self.env.paused.borrow() {
+                TaskState::Paused
+            } else {
+                TaskState::Running
+            };
+            self.set(state, None, restarts, false);
             let result: Result<(), Failure> = match &progress {
                 Some(p) => source_driver::run(self.env.clone(), p.clone(), stop.clone()).await,
                 None => sink_driver::run(self.env.clone(), stop.clone()).await,

@@ -69,6 +69,11 @@ pub struct WorkerConfig {
         default = "default_replication"
     )]
     pub offset_storage_replication_factor: i32,
+    /// Standalone: the directory where connectors created or changed over REST are kept
+    /// (one JSON file each, written atomically), so they come back after a restart.
+    /// Default: `connectors/` beside the offset file (`data/connectors`).
+    #[serde(rename = "connector.storage.dir", default)]
+    pub connector_dir: Option<PathBuf>,
     /// Where the REST API listens, as Kafka Connect's `listeners`
     /// (`http://host:port`, the first of a comma-separated list is used). Unset: the API
     /// listens on `http://0.0.0.0:8083` unless the run is a `--drain` batch job, and a
@@ -131,6 +136,7 @@ impl Default for WorkerConfig {
             offset_storage_topic: default_offset_topic(),
             offset_storage_partitions: default_offset_partitions(),
             offset_storage_replication_factor: default_replication(),
+            connector_dir: None,
             listeners: None,
             rest_port: None,
             raw: ConfigMap::new(),
@@ -150,6 +156,15 @@ pub enum WorkerConfigError {
 }
 
 impl WorkerConfig {
+    /// `connector.storage.dir`, or `connectors/` beside the offset file.
+    pub fn connector_dir(&self) -> PathBuf {
+        self.connector_dir.clone().unwrap_or_else(|| {
+            self.offset_file
+                .parent()
+                .map_or_else(|| PathBuf::from("connectors"), |p| p.join("connectors"))
+        })
+    }
+
     /// Reads a worker config file: `.properties` files as Java properties, anything else as JSON.
     pub fn load(path: &Path) -> Result<WorkerConfig, WorkerConfigError> {
         let shown = path.display().to_string();

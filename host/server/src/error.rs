@@ -35,6 +35,7 @@ impl From<ControlError> for ApiError {
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ControlError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ControlError::NothingToDo => StatusCode::NO_CONTENT,
         };
         ApiError::new(status, e.to_string())
