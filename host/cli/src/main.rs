@@ -100,18 +100,30 @@ enum Command {
     },
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+/// Logs to stderr through `RUST_LOG`'s filter (`info` when unset), held in a reload layer
+/// so `/admin/loggers` can change levels while the process runs.
+fn init_logging(format: LogFormat) -> sluice_server::loggers::LogLevels {
+    use tracing_subscriber::prelude::*;
+    let (levels, filter) = sluice_server::loggers::LogLevels::from_env();
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let tty = std::io::stderr().is_terminal();
-    match format {
-        LogFormat::Text => builder
+    let output = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(tty)
             .with_writer(ClearLineStderr(tty))
-            .init(),
-        LogFormat::Json => builder.json().with_writer(std::io::stderr).init(),
-    }
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .with(levels.recorder())
+        .init();
+    levels.set_reloader(move |filter| handle.reload(filter).map_err(|e| e.to_string()));
+    levels
 }
 
 /// Stderr for log lines; on a terminal each line first erases the live progress line, so
@@ -148,7 +160,7 @@ impl std::io::Write for ClearLineWriter {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let log_levels = init_logging(cli.log_format);
     let registry = builtins::registry();
     match cli.command {
         Command::Standalone {
@@ -175,6 +187,7 @@ fn main() -> ExitCode {
                     drain,
                     progress,
                     status_file,
+                    log_levels,
                 },
                 &connectors,
             ))
@@ -334,6 +347,7 @@ struct StandaloneOptions {
     drain: bool,
     progress: Progress,
     status_file: Option<PathBuf>,
+    log_levels: sluice_server::loggers::LogLevels,
 }
 
 async fn standalone(
@@ -346,6 +360,7 @@ async fn standalone(
         drain,
         progress,
         status_file,
+        log_levels,
     } = options;
     let config = match worker_file {
         Some(path) => match WorkerConfig::load(path) {
@@ -376,6 +391,18 @@ async fn standalone(
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    // `rest.auth`: its secret files are read now; a problem stops the start.
+    let auth = match &rest_listener {
+        None => sluice_server::auth::Auth::default(),
+        Some(_) => match sluice_server::auth::Auth::from_config(&config) {
+            Ok(auth) => auth,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        },
+    };
+    let topic_tracking = sluice_server::topics::TopicTracking::from_config(&config);
     let cluster_id = config
         .bootstrap_servers
         .as_ref()
@@ -410,6 +437,10 @@ async fn standalone(
                 status: status_view.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 cluster_id,
+                auth,
+                loggers: log_levels,
+                metrics: metrics.clone(),
+                topic_tracking,
             };
             match rest::serve(listener, state).await {
                 Ok(served) => served.map(|(_, handle)| handle),

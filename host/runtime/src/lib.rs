@@ -5,6 +5,7 @@
 //! concrete connector. Stores (offsets, status) sit behind traits so a distributed worker
 //! can put them in Kafka without reshaping the drivers.
 
+pub mod active_topics;
 pub mod bus;
 pub mod chain;
 pub mod config_store;

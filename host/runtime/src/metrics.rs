@@ -16,6 +16,8 @@ pub struct ConnectorMetrics {
     pub dead_lettered: AtomicU64,
     /// Source offsets commits written.
     pub commits: AtomicU64,
+    /// KIP-558: the topics produced to or consumed from since the last reset.
+    pub topics: crate::active_topics::ActiveTopics,
 }
 
 impl ConnectorMetrics {

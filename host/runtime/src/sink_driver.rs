@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use sluice_api::{ConnectError, Record, SinkTask, SinkTaskContext};
 
+use crate::active_topics::TopicTracker;
 use crate::bus::{BusConsumer, Position, Ticket};
 use crate::chain::TransformChain;
 use crate::convert::Converter;
@@ -40,6 +41,8 @@ struct SinkRun {
     /// Its state is not checkpointed on the sink side (see docs/transforms/aggregate.md).
     stateful: bool,
     last_tick: Instant,
+    /// Notes the topics consumed (KIP-558); `None` when `topic.tracking.enable` is false.
+    topics: Option<TopicTracker>,
 }
 
 pub async fn run(env: TaskEnv, mut stop: StopSignal) -> Result<(), Failure> {
@@ -111,6 +114,7 @@ async fn start(env: &TaskEnv) -> Result<SinkRun, ConnectError> {
         last_flush: Instant::now(),
         stateful: chain.is_stateful(),
         last_tick: Instant::now(),
+        topics: env.worker.topic_tracking_enable.then(TopicTracker::default),
         chain,
     })
 }
@@ -184,6 +188,9 @@ impl SinkRun {
         let mut origin: Vec<usize> = Vec::with_capacity(batch.len());
         let mut outputs = Vec::new();
         for (index, record) in batch.iter().enumerate() {
+            if let Some(tracker) = &mut self.topics {
+                tracker.note(&self.env.metrics.topics, &record.topic);
+            }
             if let (Some(p), Some(o)) = (record.partition, record.offset) {
                 match self
                     .unacked

@@ -10,6 +10,7 @@ use sluice_api::{
     ConnectError, Record, SourceOffset, SourcePoll, SourceRecord, SourceTask, SourceTaskContext,
 };
 
+use crate::active_topics::TopicTracker;
 use crate::bus::Ticket;
 use crate::chain::TransformChain;
 use crate::connector::ConverterClass;
@@ -140,6 +141,8 @@ struct SourceRun {
     last_checkpoint: Instant,
     last_tick: Instant,
     outputs: Vec<Record>,
+    /// Notes the topics sent to (KIP-558); `None` when `topic.tracking.enable` is false.
+    topics: Option<TopicTracker>,
 }
 
 fn config_failure(env: &TaskEnv, error: ConnectError) -> Failure {
@@ -228,6 +231,7 @@ async fn start(env: &TaskEnv) -> Result<SourceRun, ConnectError> {
         last_checkpoint: Instant::now(),
         last_tick: Instant::now(),
         outputs: Vec::new(),
+        topics: env.worker.topic_tracking_enable.then(TopicTracker::default),
     })
 }
 
@@ -345,6 +349,7 @@ impl SourceRun {
     async fn send_held(&mut self, held: Vec<Record>) -> Result<(), Failure> {
         let count = held.len() as u64;
         for record in held {
+            self.note_topic(&record.topic);
             let ticket = self.send(record).await?;
             self.pending.push(Some(ticket), Carried::Nothing);
         }
@@ -445,6 +450,7 @@ impl SourceRun {
                 );
             }
             for (i, out) in outputs.into_iter().enumerate() {
+                self.note_topic(&out.topic);
                 let ticket = self.send(out).await?;
                 // The offset rides on the record's last output: it is durable when all are.
                 let carries = if i + 1 == count { offset.take() } else { None };
@@ -456,6 +462,13 @@ impl SourceRun {
             ConnectorMetrics::add(&self.metrics().records_out, count as u64);
         }
         Ok(())
+    }
+
+    /// KIP-558: a record goes to `topic` (dead letters are not noted, as in Kafka Connect).
+    fn note_topic(&mut self, topic: &str) {
+        if let Some(tracker) = &mut self.topics {
+            tracker.note(&self.env.metrics.topics, topic);
+        }
     }
 
     async fn send(&mut self, record: Record) -> Result<Ticket, Failure> {

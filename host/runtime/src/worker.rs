@@ -513,6 +513,11 @@ impl Worker {
                         Self::stop_tasks(&mut run, self.grace()).await;
                         self.status.remove_connector(&name);
                         self.status_view.remove_connector(&name);
+                        // KIP-558: a deleted connector's active topics go with it.
+                        self.metrics
+                            .connector(&name, run.is_source())
+                            .topics
+                            .reset();
                         match &self.config_store {
                             Some(store) => store
                                 .remove(&name)

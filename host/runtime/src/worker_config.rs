@@ -83,10 +83,49 @@ pub struct WorkerConfig {
     /// Kafka Connect's older key for the REST port (with host 0.0.0.0).
     #[serde(rename = "rest.port", default)]
     pub rest_port: Option<u16>,
+    /// Who may use the REST API: `none` (anyone who reaches the port), `basic` (HTTP Basic
+    /// with a user and password from `rest.auth.credentials.file`) or `bearer` (a token from
+    /// `rest.auth.token.file`). Requests without valid credentials answer 401; `/health`
+    /// stays open.
+    #[serde(rename = "rest.auth", default)]
+    pub rest_auth: RestAuth,
+    /// With `rest.auth=basic`: a file of `user:password` lines (the password is everything
+    /// after the first colon; empty lines and lines starting with `#` are skipped). Read
+    /// when the worker starts.
+    #[serde(rename = "rest.auth.credentials.file", default)]
+    pub rest_auth_credentials_file: Option<PathBuf>,
+    /// With `rest.auth=bearer`: a file of accepted tokens, one per line (empty lines and
+    /// lines starting with `#` are skipped). Read when the worker starts.
+    #[serde(rename = "rest.auth.token.file", default)]
+    pub rest_auth_token_file: Option<PathBuf>,
+    /// KIP-558: remember the topics each connector produces to or consumes from, shown by
+    /// `GET /connectors/{name}/topics`. When false, that endpoint answers 403.
+    #[serde(rename = "topic.tracking.enable", default = "default_true")]
+    pub topic_tracking_enable: bool,
+    /// KIP-558: whether `PUT /connectors/{name}/topics/reset` may clear them (403 if not).
+    #[serde(rename = "topic.tracking.allow.reset", default = "default_true")]
+    pub topic_tracking_allow_reset: bool,
     /// Every key of the file as given, for the client settings (`producer.*`, …).
     #[serde(skip)]
     #[schemars(skip)]
     pub raw: ConfigMap,
+}
+
+/// How REST requests authenticate (`rest.auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RestAuth {
+    /// No authentication.
+    #[default]
+    None,
+    /// HTTP Basic: `Authorization: Basic base64(user:password)`.
+    Basic,
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_offset_topic() -> String {
@@ -139,6 +178,11 @@ impl Default for WorkerConfig {
             connector_dir: None,
             listeners: None,
             rest_port: None,
+            rest_auth: RestAuth::None,
+            rest_auth_credentials_file: None,
+            rest_auth_token_file: None,
+            topic_tracking_enable: true,
+            topic_tracking_allow_reset: true,
             raw: ConfigMap::new(),
         })
     }

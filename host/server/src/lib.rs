@@ -5,7 +5,10 @@
 //! as `sluice validate`), changed through the worker's [`WorkerHandle`], and their states
 //! read from its [`StatusView`].
 
+pub mod auth;
 mod error;
+pub mod loggers;
+pub mod topics;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -40,9 +43,18 @@ pub struct ApiState {
     pub version: String,
     /// `kafka_cluster_id` in `GET /`: the Kafka cluster's id, or null without Kafka.
     pub cluster_id: Option<String>,
+    /// `rest.auth`: who may call the API.
+    pub auth: auth::Auth,
+    /// `/admin/loggers`: the process's log levels.
+    pub loggers: loggers::LogLevels,
+    /// The worker's per-connector counters (and active topics).
+    pub metrics: Arc<sluice_runtime::metrics::MetricsRegistry>,
+    /// `topic.tracking.enable` / `topic.tracking.allow.reset`.
+    pub topic_tracking: topics::TopicTracking,
 }
 
 pub fn router(state: ApiState) -> Router {
+    let auth = state.auth.clone();
     Router::new()
         .route("/", get(root))
         .route("/health", get(health))
@@ -72,8 +84,17 @@ pub fn router(state: ApiState) -> Router {
             "/connector-plugins/{plugin}/config/validate",
             put(validate_config),
         )
+        .route("/connectors/{name}/topics", get(topics::get_topics))
+        .route("/connectors/{name}/topics/reset", put(topics::reset_topics))
+        .route("/admin/loggers", get(loggers::list_loggers))
+        .route("/admin/loggers/", get(loggers::list_loggers))
+        .route(
+            "/admin/loggers/{logger}",
+            get(loggers::get_logger).put(loggers::put_logger),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::require))
         .with_state(state)
 }
 
