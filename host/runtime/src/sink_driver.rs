@@ -10,7 +10,7 @@ use crate::active_topics::TopicTracker;
 use crate::bus::{BusConsumer, Position, Ticket};
 use crate::chain::TransformChain;
 use crate::convert::Converter;
-use crate::metrics::ConnectorMetrics;
+use crate::metrics::TaskMetrics;
 use crate::registry::ConnectorPlugin;
 use crate::source_driver::converter_name;
 use crate::stop::StopSignal;
@@ -24,6 +24,8 @@ pub fn group_id(connector: &str) -> String {
 
 struct SinkRun {
     env: TaskEnv,
+    /// This task's counters and histograms (`GET /metrics`).
+    metrics: Arc<TaskMetrics>,
     task: Box<dyn SinkTask>,
     consumer: Box<dyn BusConsumer>,
     chain: TransformChain,
@@ -69,6 +71,7 @@ pub async fn run(env: TaskEnv, mut stop: StopSignal) -> Result<(), Failure> {
     if let Err(e) = run.task.stop().await {
         tracing::warn!(connector = %env.connector.name(), task = env.task_id, error = %e, "sink task did not stop cleanly");
     }
+    run.metrics.set_lag_probe(None);
     result
 }
 
@@ -96,6 +99,8 @@ async fn start(env: &TaskEnv) -> Result<SinkRun, ConnectError> {
         env.task_id,
         task_count as u32,
     );
+    let metrics = env.metrics.task(env.task_id);
+    metrics.set_lag_probe(consumer.lag_probe());
     Ok(SinkRun {
         env: env.clone(),
         task,
@@ -107,7 +112,9 @@ async fn start(env: &TaskEnv) -> Result<SinkRun, ConnectError> {
             env.connector.name(),
             env.task_id,
         )
-        .with_status(env.status.clone()),
+        .with_status(env.status.clone())
+        .with_metrics(metrics.clone()),
+        metrics,
         unacked: Vec::new(),
         unacked_count: 0,
         dead_letters: Vec::new(),
@@ -120,8 +127,8 @@ async fn start(env: &TaskEnv) -> Result<SinkRun, ConnectError> {
 }
 
 impl SinkRun {
-    fn metrics(&self) -> &ConnectorMetrics {
-        &self.env.metrics
+    fn metrics(&self) -> &TaskMetrics {
+        &self.metrics
     }
 
     async fn pump(&mut self, stop: &mut StopSignal) -> Result<(), Failure> {
@@ -183,7 +190,9 @@ impl SinkRun {
         batch: Vec<Arc<Record>>,
         stop: &mut StopSignal,
     ) -> Result<(), Failure> {
-        ConnectorMetrics::add(&self.metrics().records_in, batch.len() as u64);
+        TaskMetrics::add(&self.metrics().polled, batch.len() as u64);
+        self.metrics().progressed();
+        let mut filtered = 0;
         let mut good: Vec<Arc<Record>> = Vec::with_capacity(batch.len());
         let mut origin: Vec<usize> = Vec::with_capacity(batch.len());
         let mut outputs = Vec::new();
@@ -224,6 +233,7 @@ impl SinkRun {
                 .await;
             match result {
                 Ok(()) => {
+                    filtered += u64::from(outputs.is_empty());
                     origin.extend(std::iter::repeat_n(index, outputs.len()));
                     good.extend(outputs.drain(..).map(Arc::new));
                 }
@@ -233,6 +243,7 @@ impl SinkRun {
                 }
             }
         }
+        TaskMetrics::add(&self.metrics().filtered, filtered);
         self.unacked_count += batch.len();
         if good.is_empty() {
             return Ok(());
@@ -252,8 +263,12 @@ impl SinkRun {
         let component = self.env.connector.common.connector_class.clone();
         let started = Instant::now();
         let mut attempt = 1;
+        self.metrics.batch_size.observe(good.len() as f64);
         let outcome = loop {
-            match self.task.put(&good).await {
+            let call = Instant::now();
+            let result = self.task.put(&good).await;
+            self.metrics.put_seconds.observe_duration(call.elapsed());
+            match result {
                 Ok(outcome) => {
                     self.operator.recovered();
                     break outcome;
@@ -281,8 +296,8 @@ impl SinkRun {
             )
             .await?;
         }
-        ConnectorMetrics::add(
-            &self.metrics().records_out,
+        TaskMetrics::add(
+            &self.metrics().written,
             (good.len() - failed.min(good.len())) as u64,
         );
         Ok(())
@@ -319,7 +334,7 @@ impl SinkRun {
 
     /// Applies `errors.tolerance` to a record that failed for good.
     async fn reject(&mut self, failure: Failure, original: &Record) -> Result<(), Failure> {
-        ConnectorMetrics::add(&self.metrics().errors, 1);
+        TaskMetrics::add(&self.metrics().failed, 1);
         match self.operator.dispose(failure, original) {
             Disposition::Fail(f) => Err(f),
             Disposition::Skip(None) => Ok(()),
@@ -327,7 +342,7 @@ impl SinkRun {
                 let ticket = self.env.bus.send(dead, None).await.map_err(|e| {
                     Failure::new(Stage::Produce, "bus", ConnectError::fatal(e.to_string()), 1)
                 })?;
-                ConnectorMetrics::add(&self.metrics().dead_lettered, 1);
+                TaskMetrics::add(&self.metrics().dead_lettered, 1);
                 self.dead_letters.push(ticket);
                 Ok(())
             }
@@ -350,7 +365,10 @@ impl SinkRun {
         let started = Instant::now();
         let mut attempt = 1;
         loop {
-            match self.task.flush().await {
+            let call = Instant::now();
+            let result = self.task.flush().await;
+            self.metrics.flush_seconds.observe_duration(call.elapsed());
+            match result {
                 Ok(()) => {
                     self.operator.recovered();
                     break;
@@ -396,6 +414,8 @@ impl SinkRun {
         self.unacked_count = 0;
         self.dead_letters.clear();
         self.last_flush = Instant::now();
+        TaskMetrics::add(&self.metrics.commits, 1);
+        self.metrics.committed(true);
         Ok(())
     }
 }

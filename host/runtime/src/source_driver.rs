@@ -15,7 +15,7 @@ use crate::bus::Ticket;
 use crate::chain::TransformChain;
 use crate::connector::ConverterClass;
 use crate::convert::Converter;
-use crate::metrics::ConnectorMetrics;
+use crate::metrics::TaskMetrics;
 use crate::registry::ConnectorPlugin;
 use crate::stop::StopSignal;
 use crate::tolerance::{Disposition, ErrorPolicy, Failure, RetryOperator, Stage};
@@ -130,6 +130,8 @@ fn state_partition(alias: &str, task: u32) -> serde_json::Value {
 
 struct SourceRun {
     env: TaskEnv,
+    /// This task's counters and histograms (`GET /metrics`).
+    metrics: Arc<TaskMetrics>,
     task: Box<dyn SourceTask>,
     chain: TransformChain,
     key_converter: Converter,
@@ -210,6 +212,7 @@ async fn start(env: &TaskEnv) -> Result<SourceRun, ConnectError> {
         offsets: committed,
     })
     .await?;
+    let metrics = env.metrics.task(env.task_id);
     Ok(SourceRun {
         env: env.clone(),
         task,
@@ -221,7 +224,9 @@ async fn start(env: &TaskEnv) -> Result<SourceRun, ConnectError> {
             env.connector.name(),
             env.task_id,
         )
-        .with_status(env.status.clone()),
+        .with_status(env.status.clone())
+        .with_metrics(metrics.clone()),
+        metrics,
         partitions: common.topic_creation_partitions,
         pending: PendingOffsets {
             stateful,
@@ -236,8 +241,8 @@ async fn start(env: &TaskEnv) -> Result<SourceRun, ConnectError> {
 }
 
 impl SourceRun {
-    fn metrics(&self) -> &ConnectorMetrics {
-        &self.env.metrics
+    fn metrics(&self) -> &TaskMetrics {
+        &self.metrics
     }
 
     fn flush_interval(&self) -> Duration {
@@ -280,7 +285,10 @@ impl SourceRun {
             let started = Instant::now();
             let mut attempt = 1;
             let polled = loop {
-                match self.task.poll().await {
+                let call = Instant::now();
+                let result = self.task.poll().await;
+                self.metrics.poll_seconds.observe_duration(call.elapsed());
+                match result {
                     Ok(p) => {
                         self.operator.recovered();
                         break p;
@@ -307,6 +315,7 @@ impl SourceRun {
                     progress.exhausted.store(true, Ordering::Release);
                 }
                 SourcePoll::Records(batch) => {
+                    self.metrics.batch_size.observe(batch.len() as f64);
                     self.send_batch(batch, stop).await?;
                     if self.pending.stateful {
                         if self.last_tick.elapsed() >= TICK_INTERVAL {
@@ -353,7 +362,10 @@ impl SourceRun {
             let ticket = self.send(record).await?;
             self.pending.push(Some(ticket), Carried::Nothing);
         }
-        ConnectorMetrics::add(&self.metrics().records_out, count);
+        if count > 0 {
+            TaskMetrics::add(&self.metrics().written, count);
+            self.metrics().progressed();
+        }
         Ok(())
     }
 
@@ -388,7 +400,9 @@ impl SourceRun {
         batch: Vec<SourceRecord>,
         stop: &mut StopSignal,
     ) -> Result<(), Failure> {
-        ConnectorMetrics::add(&self.metrics().records_in, batch.len() as u64);
+        TaskMetrics::add(&self.metrics().polled, batch.len() as u64);
+        self.metrics().progressed();
+        let mut filtered = 0;
         let may_fail = self.may_fail();
         for source_record in batch {
             let SourceRecord {
@@ -425,14 +439,17 @@ impl SourceRun {
                 None
             };
             if let Some((failure, original)) = failure {
-                ConnectorMetrics::add(&self.metrics().errors, 1);
+                TaskMetrics::add(&self.metrics().failed, 1);
                 match self.operator.dispose(failure, &original) {
-                    Disposition::Fail(f) => return Err(f),
+                    Disposition::Fail(f) => {
+                        TaskMetrics::add(&self.metrics().filtered, filtered);
+                        return Err(f);
+                    }
                     Disposition::Skip(None) => self.pending.push(None, Carried::Offset(offset)),
                     Disposition::Skip(Some(mut dead)) => {
                         without_topic_context(&mut dead, original.headers.len());
                         let ticket = self.send(dead).await?;
-                        ConnectorMetrics::add(&self.metrics().dead_lettered, 1);
+                        TaskMetrics::add(&self.metrics().dead_lettered, 1);
                         // The offset rides on the dead letter: it is committed only once
                         // the dead letter (and everything sent before it) is durable.
                         self.pending.push(Some(ticket), Carried::Offset(offset));
@@ -444,6 +461,7 @@ impl SourceRun {
             let count = outputs.len();
             let mut offset = Some(offset);
             if count == 0 {
+                filtered += 1;
                 self.pending.push(
                     None,
                     offset.take().map_or(Carried::Nothing, Carried::Offset),
@@ -459,8 +477,9 @@ impl SourceRun {
                     carries.map_or(Carried::Nothing, Carried::Offset),
                 );
             }
-            ConnectorMetrics::add(&self.metrics().records_out, count as u64);
+            TaskMetrics::add(&self.metrics().written, count as u64);
         }
+        TaskMetrics::add(&self.metrics().filtered, filtered);
         Ok(())
     }
 
@@ -481,14 +500,20 @@ impl SourceRun {
 
     async fn commit(&mut self) {
         self.last_commit = Instant::now();
+        let covers_all = self.pending.is_empty() && self.pending.staged.is_empty();
         if !self.pending.dirty {
+            if covers_all {
+                // Nothing left to commit: as good as a commit, for the commit age.
+                self.metrics.committed(true);
+            }
             return;
         }
         let name = self.env.connector.name();
         match self.env.offsets.commit(name, &self.pending.ready).await {
             Ok(()) => {
                 self.pending.dirty = false;
-                ConnectorMetrics::add(&self.metrics().commits, 1);
+                TaskMetrics::add(&self.metrics().commits, 1);
+                self.metrics.committed(covers_all);
                 tracing::debug!(connector = %name, task = self.env.task_id, offsets = ?self.pending.ready, "offsets committed");
                 if let Err(e) = self.task.commit(&self.pending.ready).await {
                     tracing::warn!(connector = %name, task = self.env.task_id, error = %e, "source task commit callback failed");

@@ -13,6 +13,7 @@ use serde_json::Value;
 use sluice_api::{ConnectError, Header, Record};
 
 use crate::connector::{CommonConfig, Tolerance};
+use crate::metrics::TaskMetrics;
 use crate::status::{Retrying, StatusStore};
 use crate::stop::StopSignal;
 
@@ -150,6 +151,8 @@ pub struct RetryOperator {
     status: Option<Arc<dyn StatusStore>>,
     /// Whether the status currently says "retrying", so recovery clears it once.
     retrying: AtomicBool,
+    /// Where retried attempts are counted, when the task has metrics.
+    metrics: Option<Arc<TaskMetrics>>,
 }
 
 /// What to do with a record whose processing failed for good.
@@ -168,6 +171,19 @@ impl RetryOperator {
             task,
             status: None,
             retrying: AtomicBool::new(false),
+            metrics: None,
+        }
+    }
+
+    /// Counts retried attempts in the task's `retries`.
+    pub fn with_metrics(mut self, metrics: Arc<TaskMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count_retry(&self) {
+        if let Some(m) = &self.metrics {
+            TaskMetrics::add(&m.retries, 1);
         }
     }
 
@@ -218,6 +234,7 @@ impl RetryOperator {
             match op() {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retriable() && self.may_retry(started, attempt, stop).await => {
+                    self.count_retry();
                     attempt += 1
                 }
                 Err(e) => return Err((e, attempt)),
@@ -246,11 +263,15 @@ impl RetryOperator {
             tracing::warn!(connector = %self.connector, task = self.task, attempt, error = %error, "retriable error, retrying");
         }
         self.report_retrying(stage, error, attempt);
-        if forever {
+        let retry = if forever {
             stop.sleep(backoff(attempt, self.policy.max_delay)).await
         } else {
             self.may_retry(started, attempt, stop).await
+        };
+        if retry {
+            self.count_retry();
         }
+        retry
     }
 
     /// Waits before the next attempt; false when the retry budget is spent or a stop came.
@@ -378,7 +399,9 @@ mod tests {
     #[tokio::test]
     async fn retriable_errors_are_retried_until_success() {
         let (_h, mut stop) = stop_pair();
-        let op = RetryOperator::new(policy(Tolerance::None, 5_000), "c", 0);
+        let metrics = Arc::new(TaskMetrics::default());
+        let op = RetryOperator::new(policy(Tolerance::None, 5_000), "c", 0)
+            .with_metrics(metrics.clone());
         let mut calls = 0;
         let result = op
             .run(&mut stop, || {
@@ -391,6 +414,11 @@ mod tests {
             })
             .await;
         assert_eq!(result.unwrap(), 3);
+        assert_eq!(
+            TaskMetrics::get(&metrics.retries),
+            2,
+            "two attempts retried"
+        );
     }
 
     #[tokio::test]

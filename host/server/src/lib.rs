@@ -8,6 +8,7 @@
 pub mod auth;
 mod error;
 pub mod loggers;
+mod metrics;
 pub mod topics;
 mod validate;
 
@@ -92,6 +93,7 @@ pub fn router(state: ApiState) -> Router {
             "/admin/loggers/{logger}",
             get(loggers::get_logger).put(loggers::put_logger),
         )
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))

@@ -15,6 +15,8 @@ use async_trait::async_trait;
 use sluice_api::Record;
 use tokio::sync::Notify;
 
+use crate::metrics::{LagProbe, PartitionLag};
+
 use super::{
     Bus, BusConsumer, BusError, ConnectorBusSettings, DurableMark, Position, Ticket, TopicFilter,
     partition_for_key,
@@ -243,6 +245,7 @@ impl Bus for EmbeddedBus {
             assigned: Vec::new(),
             seen_version: u64::MAX,
             next_start: 0,
+            lag: Arc::default(),
         })
     }
 
@@ -285,6 +288,36 @@ pub struct EmbeddedConsumer {
     assigned: Vec<Assigned>,
     seen_version: u64,
     next_start: usize,
+    /// The assigned partitions again, for [`EmbeddedLag`] (changed only on assignment).
+    lag: SharedAssignment,
+}
+
+/// (topic, partition log) of each partition a consumer was assigned.
+type SharedAssignment = Arc<Mutex<Vec<(String, Arc<PartitionLog>)>>>;
+
+/// A consumer's lag: per assigned partition, the records after the group's acknowledged
+/// offset. Read at scrape time, one partition lock at a time.
+struct EmbeddedLag {
+    group: String,
+    partitions: SharedAssignment,
+}
+
+impl LagProbe for EmbeddedLag {
+    fn lag(&self) -> Vec<PartitionLag> {
+        let partitions = lock(&self.partitions).clone();
+        partitions
+            .iter()
+            .map(|(topic, log)| {
+                let inner = lock(&log.inner);
+                let acked = inner.acked.get(&self.group).copied().unwrap_or(0);
+                PartitionLag {
+                    topic: topic.clone(),
+                    partition: log.index,
+                    lag: (inner.end - acked.max(inner.base)).max(0),
+                }
+            })
+            .collect()
+    }
 }
 
 impl EmbeddedConsumer {
@@ -311,6 +344,7 @@ impl EmbeddedConsumer {
                 let mut inner = lock(&log.inner);
                 let start = *inner.acked.entry(self.group.clone()).or_insert(0);
                 drop(inner);
+                lock(&self.lag).push((topic.name.clone(), log.clone()));
                 self.assigned.push(Assigned {
                     topic: topic.name.clone(),
                     log: log.clone(),
@@ -378,6 +412,13 @@ impl BusConsumer for EmbeddedConsumer {
             drop(removed);
         }
         Ok(())
+    }
+
+    fn lag_probe(&self) -> Option<Arc<dyn LagProbe>> {
+        Some(Arc::new(EmbeddedLag {
+            group: self.group.clone(),
+            partitions: self.lag.clone(),
+        }))
     }
 }
 
@@ -561,5 +602,41 @@ mod tests {
         let pa: std::collections::BTreeSet<i32> = a.iter().map(|r| r.partition.unwrap()).collect();
         let pb: std::collections::BTreeSet<i32> = b.iter().map(|r| r.partition.unwrap()).collect();
         assert!(pa.is_disjoint(&pb));
+    }
+
+    #[tokio::test]
+    async fn lag_is_what_the_group_has_not_acknowledged() {
+        let bus = EmbeddedBus::new(100, 1);
+        let filter = names(&["t"]);
+        let mut consumer = bus.subscribe("g", &filter, 0, 1);
+        let probe = consumer
+            .lag_probe()
+            .expect("the embedded bus knows its lag");
+        assert!(probe.lag().is_empty(), "nothing assigned yet");
+        for n in 0..5 {
+            bus.send(record("t", n), None).await.unwrap();
+        }
+        let got = consumer.poll(10, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(got.len(), 5);
+        let lag = |n: i64| {
+            vec![PartitionLag {
+                topic: "t".into(),
+                partition: 0,
+                lag: n,
+            }]
+        };
+        // Consumed is not committed: the lag counts what is not acknowledged.
+        assert_eq!(probe.lag(), lag(5));
+        consumer
+            .commit(&[Position {
+                topic: "t".into(),
+                partition: 0,
+                next_offset: 2,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(probe.lag(), lag(3));
+        bus.send(record("t", 5), None).await.unwrap();
+        assert_eq!(probe.lag(), lag(4));
     }
 }

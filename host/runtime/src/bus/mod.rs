@@ -187,6 +187,12 @@ pub trait BusConsumer: Send {
 
     /// Lets a pending revocation proceed (after the commit).
     async fn release_revoked(&mut self) {}
+
+    /// This member's consumer lag, read whenever metrics are scraped; `None` when the
+    /// bus cannot tell it cheaply (without a broker round trip).
+    fn lag_probe(&self) -> Option<Arc<dyn crate::metrics::LagProbe>> {
+        None
+    }
 }
 
 /// Kafka's default partitioner hash (murmur2, seed 0x9747b28c), so a keyed record lands

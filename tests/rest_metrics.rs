@@ -1,0 +1,423 @@
+//! `GET /metrics` against the real binary: fetched with curl and parsed by the Python
+//! Prometheus client's text-format parser (both written elsewhere), then checked against
+//! the records the pipeline really moved (the files its sinks wrote).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+struct Api {
+    base: String,
+    child: Child,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (status, content type, body) of one curl call.
+fn curl(method: &str, url: &str) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code} %{content_type}",
+            "-X",
+            method,
+            url,
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (code, content_type) = tail.split_once(' ').unwrap_or((tail, ""));
+    (
+        code.trim().parse().unwrap_or(0),
+        content_type.trim().to_string(),
+        body.to_string(),
+    )
+}
+
+impl Api {
+    fn start(s: &Scratch, connectors: &[&std::path::Path]) -> Api {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let worker = s.path("worker.json");
+        std::fs::write(
+            &worker,
+            json!({
+                "listeners": format!("http://127.0.0.1:{port}"),
+                "offset.storage.file.filename": s.path("offsets.json"),
+                "offset.flush.interval.ms": "200",
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let child = sluice()
+            .args(["standalone", "--progress", "never", "--worker"])
+            .arg(&worker)
+            .args(connectors)
+            .spawn()
+            .unwrap();
+        let api = Api {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let started = Instant::now();
+        while api.call("GET", "/").0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "REST API did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        api
+    }
+
+    fn call(&self, method: &str, path: &str) -> (u16, String, String) {
+        curl(method, &format!("{}{path}", self.base))
+    }
+
+    /// `GET /metrics`, parsed.
+    fn metrics(&self) -> Metrics {
+        let (code, content_type, body) = self.call("GET", "/metrics");
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        Metrics::parse(&body)
+    }
+}
+
+/// One sample as the Python parser read it.
+#[derive(Debug, Clone)]
+struct Sample {
+    family: String,
+    kind: String,
+    name: String,
+    labels: Value,
+    value: f64,
+}
+
+/// The samples of one scrape.
+#[derive(Debug)]
+struct Metrics {
+    samples: Vec<Sample>,
+    text: String,
+}
+
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.append({"family": family.name, "type": family.type, "name": s.name,
+                    "labels": s.labels, "value": s.value})
+print(json.dumps(out))
+"#;
+
+impl Metrics {
+    /// Parses the text with `prometheus_client.parser.text_string_to_metric_families`.
+    fn parse(text: &str) -> Metrics {
+        let mut child = Command::new("python3")
+            .args(["-c", PARSE])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (scripts/test-deps installs prometheus-client)");
+        let mut stdin = child.stdin.take().unwrap();
+        let payload = text.as_bytes().to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&payload);
+        });
+        let out = child.wait_with_output().unwrap();
+        let _ = writer.join();
+        assert!(
+            out.status.success(),
+            "the Prometheus parser refused the text: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let parsed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let samples = parsed
+            .into_iter()
+            .map(|s| Sample {
+                family: s["family"].as_str().unwrap().to_string(),
+                kind: s["type"].as_str().unwrap().to_string(),
+                name: s["name"].as_str().unwrap().to_string(),
+                labels: s["labels"].clone(),
+                value: s["value"].as_f64().unwrap(),
+            })
+            .collect();
+        Metrics {
+            samples,
+            text: text.to_string(),
+        }
+    }
+
+    /// Samples named `name` whose labels include every pair of `labels`.
+    fn find(&self, name: &str, labels: &[(&str, &str)]) -> Vec<&Sample> {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels[*k] == *v))
+            .collect()
+    }
+
+    /// The one sample of `name` for a task (connector, task 0) with `more` labels.
+    fn task_value(&self, name: &str, connector: &str, more: &[(&str, &str)]) -> f64 {
+        let mut labels = vec![("connector", connector), ("task", "0")];
+        labels.extend_from_slice(more);
+        let found = self.find(name, &labels);
+        assert_eq!(found.len(), 1, "{name} {labels:?}:\n{}", self.text);
+        found[0].value
+    }
+
+    fn counter(&self, name: &str, connector: &str) -> u64 {
+        self.task_value(name, connector, &[]) as u64
+    }
+
+    /// The consumer lag of every partition of a sink's task.
+    fn lags(&self, connector: &str) -> Vec<f64> {
+        self.find(
+            "sluice_consumer_lag_records",
+            &[("connector", connector), ("task", "0")],
+        )
+        .iter()
+        .map(|s| s.value)
+        .collect()
+    }
+}
+
+const CONNECTORS: [&str; 4] = ["sim", "all", "purchases", "dlq"];
+const STATES: [&str; 6] = [
+    "UNASSIGNED",
+    "RUNNING",
+    "PAUSED",
+    "STOPPED",
+    "FAILED",
+    "RESTARTING",
+];
+
+#[test]
+fn metrics_count_what_the_pipeline_moved() {
+    const N: u64 = 3_000;
+    let s = Scratch::new();
+    // A bounded source, some of whose events miss a field the filter needs: the filter
+    // keeps purchases, drops the rest, and cannot evaluate the malformed ones, which go
+    // to the dead-letter topic.
+    let mut sim = simulator("events", N);
+    sim["malformed.rate"] = json!("0.05");
+    sim["malformed.kinds"] = json!("missing_field");
+    let source = s.connector("sim", sim);
+    let all = s.connector("all", file_sink("events", &s.path("all.jsonl"), "envelope"));
+    let mut purchases = file_sink("events", &s.path("purchases.jsonl"), "envelope");
+    purchases["transforms"] = json!("purchases");
+    purchases["transforms.purchases.type"] = json!("Filter");
+    purchases["transforms.purchases.condition"] =
+        json!(r#"value.event_type == "purchase" && value.price != null"#);
+    purchases["errors.tolerance"] = json!("all");
+    purchases["errors.deadletterqueue.topic.name"] = json!("purchases-dlq");
+    let purchases = s.connector("purchases", purchases);
+    let dlq = s.connector(
+        "dlq",
+        file_sink("purchases-dlq", &s.path("dlq.jsonl"), "envelope"),
+    );
+    // Without --drain: the worker keeps running (and serving) after the source ends.
+    let api = Api::start(&s, &[&source, &all, &purchases, &dlq]);
+
+    let wait_for_lines = |file: &str, n: usize| {
+        let started = Instant::now();
+        loop {
+            let lines = read_lines(&s.path(file));
+            if lines.len() >= n {
+                assert_eq!(lines.len(), n, "{file}");
+                return lines;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{file}: {} of {n} lines",
+                lines.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let everything = wait_for_lines("all.jsonl", N as usize);
+    // What the filter must have done, from the unfiltered copy (as tests/transforms.rs).
+    let mut expected_kept = BTreeSet::new();
+    let mut expected_dead = BTreeSet::new();
+    for line in &everything {
+        let v = &line["value"];
+        let has_price = v.get("price").is_some_and(|p| !p.is_null());
+        match v.get("event_type") {
+            Some(Value::String(t)) if t == "purchase" && has_price => {
+                expected_kept.insert(task_seq(line));
+            }
+            None if has_price => {
+                expected_dead.insert(task_seq(line));
+            }
+            _ => {}
+        }
+    }
+    let kept = expected_kept.len() as u64;
+    let dead = expected_dead.len() as u64;
+    assert!(kept > 0 && dead > 0 && kept + dead < N);
+    wait_for_lines("purchases.jsonl", kept as usize);
+    wait_for_lines("dlq.jsonl", dead as usize);
+
+    // Counters are bumped right after the sink's put returns, and commits follow the
+    // flush: wait until the books close (everything taken in accounted for, committed,
+    // and no lag), then check every number.
+    let started = Instant::now();
+    let m = loop {
+        let m = api.metrics();
+        let settled = CONNECTORS.iter().all(|c| {
+            let polled = m.counter("sluice_records_polled_total", c);
+            let out = m.counter("sluice_records_written_total", c)
+                + m.counter("sluice_records_filtered_total", c)
+                + m.counter("sluice_records_failed_total", c);
+            polled > 0
+                && out == polled
+                && m.task_value("sluice_offset_commit_age_seconds", c, &[]) == 0.0
+        }) && ["all", "purchases", "dlq"]
+            .iter()
+            .all(|c| m.lags(c).iter().all(|l| *l == 0.0))
+            && m.counter("sluice_records_polled_total", "dlq") == dead;
+        if settled {
+            break m;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the metrics never settled:\n{}",
+            m.text
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    // Counters equal the records moved.
+    let counts = |c: &str| {
+        ["polled", "written", "filtered", "failed", "dead_lettered"]
+            .map(|k| m.counter(&format!("sluice_records_{k}_total"), c))
+    };
+    assert_eq!(counts("sim"), [N, N, 0, 0, 0], "sim");
+    assert_eq!(counts("all"), [N, N, 0, 0, 0], "all");
+    assert_eq!(
+        counts("purchases"),
+        [N, kept, N - kept - dead, dead, dead],
+        "purchases"
+    );
+    assert_eq!(counts("dlq"), [dead, dead, 0, 0, 0], "dlq");
+    for c in CONNECTORS {
+        assert_eq!(m.counter("sluice_retries_total", c), 0, "{c}");
+        assert!(m.counter("sluice_offset_commits_total", c) > 0, "{c}");
+        assert_eq!(
+            m.find("sluice_records_polled_total", &[("connector", c)])
+                .len(),
+            1
+        );
+    }
+
+    // Every task is RUNNING (the exhausted source too: it waits to be stopped).
+    for c in CONNECTORS {
+        for state in STATES {
+            let expected = if state == "RUNNING" { 1.0 } else { 0.0 };
+            assert_eq!(
+                m.task_value("sluice_task_state", c, &[("state", state)]),
+                expected,
+                "{c} {state}"
+            );
+        }
+    }
+
+    // Histograms: typed as such, observed, and consistent (+Inf bucket = count).
+    let histogram = |family: &str, c: &str| -> (f64, f64) {
+        let count = m.task_value(&format!("{family}_count"), c, &[]);
+        let sum = m.task_value(&format!("{family}_sum"), c, &[]);
+        let inf = m.task_value(&format!("{family}_bucket"), c, &[("le", "+Inf")]);
+        assert_eq!(inf, count, "{family} {c}");
+        let kinds: BTreeSet<&str> = m
+            .samples
+            .iter()
+            .filter(|s| s.family == family)
+            .map(|s| s.kind.as_str())
+            .collect();
+        assert_eq!(kinds, BTreeSet::from(["histogram"]), "{family}");
+        (count, sum)
+    };
+    let (polls, polled) = histogram("sluice_batch_size_records", "sim");
+    assert!(polls > 0.0);
+    assert_eq!(polled, N as f64, "the source's batches add up to N");
+    assert!(histogram("sluice_poll_duration_seconds", "sim").0 >= polls);
+    let (_, put) = histogram("sluice_batch_size_records", "all");
+    assert_eq!(put, N as f64, "every record put once");
+    let (_, put) = histogram("sluice_batch_size_records", "purchases");
+    assert_eq!(put, kept as f64, "only the kept records are put");
+    for c in ["all", "purchases", "dlq"] {
+        assert!(histogram("sluice_put_duration_seconds", c).0 > 0.0, "{c}");
+        assert!(histogram("sluice_flush_duration_seconds", c).0 > 0.0, "{c}");
+        assert!(!m.lags(c).is_empty(), "{c} has partitions");
+    }
+    // Sources have no put/flush or lag; sinks no poll.
+    assert!(
+        m.find("sluice_put_duration_seconds_count", &[("connector", "sim")])
+            .is_empty()
+    );
+    assert!(m.lags("sim").is_empty());
+    assert!(
+        m.find(
+            "sluice_poll_duration_seconds_count",
+            &[("connector", "all")]
+        )
+        .is_empty()
+    );
+
+    // The process.
+    let rss = m.find("sluice_process_resident_memory_bytes", &[]);
+    assert!(rss.len() == 1 && rss[0].value > 1e6, "{rss:?}");
+    let uptime = m.find("sluice_uptime_seconds", &[]);
+    assert!(uptime.len() == 1 && uptime[0].value > 0.0, "{uptime:?}");
+
+    // A paused task shows PAUSED; a deleted connector's series go away.
+    assert_eq!(api.call("PUT", "/connectors/all/pause").0, 202);
+    assert_eq!(api.call("DELETE", "/connectors/dlq").0, 204);
+    let started = Instant::now();
+    loop {
+        let m = api.metrics();
+        let paused = m.task_value("sluice_task_state", "all", &[("state", "PAUSED")]);
+        let running = m.task_value("sluice_task_state", "all", &[("state", "RUNNING")]);
+        if paused == 1.0 && running == 0.0 {
+            assert!(
+                m.samples
+                    .iter()
+                    .all(|s| s.labels.get("connector") != Some(&json!("dlq"))),
+                "{}",
+                m.text
+            );
+            assert_eq!(m.counter("sluice_records_written_total", "all"), N);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never PAUSED:\n{}",
+            m.text
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
