@@ -484,3 +484,95 @@ fn connectors_created_over_rest_come_back_after_a_restart_in_their_state() {
     let stored = std::fs::read_to_string(s.path("connectors/sim.json")).unwrap();
     assert!(stored.contains("\"PAUSED\""), "{stored}");
 }
+
+#[test]
+fn offsets_can_be_read_any_time_and_changed_when_stopped() {
+    let s = Scratch::new();
+    let mut sim = simulator("shop", 0);
+    sim["rate"] = json!("500");
+    let source = s.connector("sim", sim);
+    let sink = s.connector("files", file_sink("shop", &s.path("out.jsonl"), "envelope"));
+    let api = Api::start(&s, &[&source, &sink]);
+    // Offsets get committed as records become durable.
+    let started = Instant::now();
+    let first = loop {
+        let (code, body) = api.get("/connectors/sim/offsets");
+        assert_eq!(code, 200, "{body}");
+        if let Some(o) = body["offsets"].as_array().and_then(|a| a.first()) {
+            break o.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no offsets committed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        first["partition"].is_object() && first["offset"].is_object(),
+        "{first}"
+    );
+    // Running: changes are refused.
+    let change =
+        json!({"offsets": [{"partition": first["partition"], "offset": {"seq": 9}}]}).to_string();
+    let (code, body) = api.call("PATCH", "/connectors/sim/offsets", Some(&change));
+    assert_error(code, &body, 400);
+    assert!(
+        body["message"].as_str().unwrap().contains("STOPPED"),
+        "{body}"
+    );
+    let (code, body) = api.call("DELETE", "/connectors/sim/offsets", None);
+    assert_error(code, &body, 400);
+    // Stopped: altered, then reset.
+    assert_eq!(api.call("PUT", "/connectors/sim/stop", None).0, 204);
+    let (code, body) = api.call("PATCH", "/connectors/sim/offsets", Some(&change));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["message"],
+        "The offsets for this connector have been altered successfully"
+    );
+    let (_, now) = api.get("/connectors/sim/offsets");
+    assert_eq!(
+        now["offsets"],
+        json!([{"partition": first["partition"], "offset": {"seq": 9}}])
+    );
+    let (code, body) = api.call("DELETE", "/connectors/sim/offsets", None);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["message"],
+        "The offsets for this connector have been reset successfully"
+    );
+    assert_eq!(api.get("/connectors/sim/offsets").1, json!({"offsets": []}));
+    // Resumed after the reset, the source starts over: sequence 0 is written again.
+    let before = read_lines(&s.path("out.jsonl")).len();
+    assert_eq!(api.call("PUT", "/connectors/sim/resume", None).0, 202);
+    let started = Instant::now();
+    loop {
+        let lines = read_lines(&s.path("out.jsonl"));
+        if lines[before..].iter().any(|l| task_seq(l).1 == 0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the source did not start over"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A sink on the embedded bus has no offsets to change.
+    assert_eq!(api.call("PUT", "/connectors/files/stop", None).0, 204);
+    let sink_change = json!({"offsets": [{"partition": {"kafka_topic": "shop", "kafka_partition": 0}, "offset": {"kafka_offset": 1}}]}).to_string();
+    let (code, body) = api.call("PATCH", "/connectors/files/offsets", Some(&sink_change));
+    assert_error(code, &body, 400);
+    // Malformed changes.
+    for bad in [
+        r#"{"offsets": []}"#,
+        r#"{"offsets": [{"offset": {}}]}"#,
+        r#"{"offsets": [{"partition": {}, "offset": 5}]}"#,
+        r#"{"timestamp": "soon"}"#,
+        "[]",
+    ] {
+        let (code, body) = api.call("PATCH", "/connectors/sim/offsets", Some(bad));
+        assert_error(code, &body, 400);
+    }
+    let (code, body) = api.get("/connectors/nobody/offsets");
+    assert_error(code, &body, 404);
+}

@@ -64,14 +64,7 @@ pub struct Filter {
 }
 
 fn parse_time(text: &str) -> Result<i64, String> {
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| {
-            format!("\"{text}\" is neither RFC 3339 (2026-11-29T10:00:00Z) nor epoch ms: {e}")
-        })
+    sluice_runtime::timestamps::parse_epoch_ms(text)
 }
 
 impl Filter {

@@ -11,11 +11,13 @@ use async_trait::async_trait;
 use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
 use sluice_api::Record;
 use sluice_runtime::bus::{
-    Bus, BusConsumer, BusError, ConnectorBusSettings, DurableMark, Ticket, TopicFilter,
+    Bus, BusConsumer, BusError, ConnectorBusSettings, DurableMark, Position, Ticket, TopicFilter,
 };
 
 use crate::consumer::{ConsumerProgress, KafkaConsumer};
@@ -150,6 +152,44 @@ impl KafkaBus {
     }
 }
 
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A consumer of `group` that never subscribes: it reads and commits the group's offsets
+/// (which Kafka accepts while the group has no active member).
+fn admin_consumer(settings: &KafkaSettings, group: &str) -> Result<BaseConsumer, BusError> {
+    settings
+        .consumer(group, &[])
+        .create()
+        .map_err(|e| client_error("creating a consumer for the group's offsets", e))
+}
+
+/// Every partition of the topics `filter` matches.
+fn partitions_of(
+    consumer: &BaseConsumer,
+    filter: &TopicFilter,
+) -> Result<TopicPartitionList, BusError> {
+    let metadata = consumer
+        .fetch_metadata(None, ADMIN_TIMEOUT)
+        .map_err(|e| client_error("reading the cluster's topics", e))?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in metadata.topics() {
+        if filter.matches(topic.name()) {
+            for p in topic.partitions() {
+                tpl.add_partition(topic.name(), p.id());
+            }
+        }
+    }
+    Ok(tpl)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BusError> + Send + 'static,
+) -> Result<T, BusError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BusError::Client(format!("Kafka admin task: {e}")))?
+}
+
 /// Creates a topic; one that already exists is not an error. A replication factor of -1
 /// (the broker's default) is retried as 1 with brokers that do not take -1.
 pub async fn create_topic(
@@ -276,6 +316,109 @@ impl Bus for KafkaBus {
 
     fn durable_offsets(&self) -> bool {
         true
+    }
+
+    async fn group_offsets(
+        &self,
+        group: &str,
+        filter: &TopicFilter,
+    ) -> Result<Vec<Position>, BusError> {
+        let settings = self.shared.settings.clone();
+        let (group, filter) = (group.to_string(), filter.clone());
+        blocking(move || {
+            let consumer = admin_consumer(&settings, &group)?;
+            let tpl = partitions_of(&consumer, &filter)?;
+            let committed = consumer
+                .committed_offsets(tpl, ADMIN_TIMEOUT)
+                .map_err(|e| client_error("reading the group's offsets", e))?;
+            Ok(committed
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some(Position {
+                        topic: e.topic().to_string(),
+                        partition: e.partition(),
+                        next_offset: o,
+                    }),
+                    _ => None,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn alter_group_offsets(
+        &self,
+        group: &str,
+        positions: &[(String, i32, Option<i64>)],
+    ) -> Result<(), BusError> {
+        let settings = self.shared.settings.clone();
+        let group = group.to_string();
+        let positions = positions.to_vec();
+        blocking(move || {
+            let consumer = admin_consumer(&settings, &group)?;
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition, offset) in &positions {
+                // No offset: the beginning, which is where a group without one starts.
+                let offset = match offset {
+                    Some(o) => Offset::Offset(*o),
+                    None => {
+                        let (low, _) = consumer
+                            .fetch_watermarks(topic, *partition, ADMIN_TIMEOUT)
+                            .map_err(|e| client_error("reading the partition's start", e))?;
+                        Offset::Offset(low)
+                    }
+                };
+                tpl.add_partition_offset(topic, *partition, offset)
+                    .map_err(|e| client_error("building the offsets", e))?;
+            }
+            consumer
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(|e| client_error("committing the group's offsets", e))
+        })
+        .await
+    }
+
+    async fn offsets_for_time(
+        &self,
+        filter: &TopicFilter,
+        timestamp_ms: i64,
+    ) -> Result<Vec<Position>, BusError> {
+        let settings = self.shared.settings.clone();
+        let filter = filter.clone();
+        blocking(move || {
+            let consumer = admin_consumer(&settings, "sluice-offsets-for-time")?;
+            let partitions = partitions_of(&consumer, &filter)?;
+            let mut by_time = TopicPartitionList::new();
+            for e in partitions.elements() {
+                by_time
+                    .add_partition_offset(e.topic(), e.partition(), Offset::Offset(timestamp_ms))
+                    .map_err(|e| client_error("building the lookup", e))?;
+            }
+            let found = consumer
+                .offsets_for_times(by_time, ADMIN_TIMEOUT)
+                .map_err(|e| client_error("looking offsets up by time", e))?;
+            let mut positions = Vec::new();
+            for e in found.elements() {
+                let next_offset = match e.offset() {
+                    Offset::Offset(o) => o,
+                    // No record at or after the time: the end of the partition.
+                    _ => {
+                        consumer
+                            .fetch_watermarks(e.topic(), e.partition(), ADMIN_TIMEOUT)
+                            .map_err(|e| client_error("reading the partition's end", e))?
+                            .1
+                    }
+                };
+                positions.push(Position {
+                    topic: e.topic().to_string(),
+                    partition: e.partition(),
+                    next_offset,
+                });
+            }
+            Ok(positions)
+        })
+        .await
     }
 
     fn for_connector(

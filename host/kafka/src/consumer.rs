@@ -276,12 +276,7 @@ pub struct KafkaConsumer {
 
 /// `consumer.start.timestamp`: epoch milliseconds or RFC 3339.
 pub fn parse_start_timestamp(text: &str) -> Result<i64, String> {
-    if let Ok(ms) = text.trim().parse::<i64>() {
-        return Ok(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("\"{text}\" is neither epoch milliseconds nor RFC 3339: {e}"))
+    sluice_runtime::timestamps::parse_epoch_ms(text)
 }
 
 impl KafkaConsumer {

@@ -189,6 +189,25 @@ impl OffsetStore for KafkaOffsetStore {
         }
         Ok(())
     }
+
+    /// Tombstones: compaction then drops the keys, and readers skip them at once.
+    async fn remove(&self, connector: &str, partitions: &[Value]) -> Result<(), OffsetStoreError> {
+        let keys: Vec<Vec<u8>> = partitions
+            .iter()
+            .map(|p| offset_key(connector, p))
+            .collect();
+        let mut deliveries = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let record: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(&self.topic).key(key);
+            deliveries.push(self.producer.send(record, TIMEOUT));
+        }
+        for delivery in deliveries {
+            delivery
+                .await
+                .map_err(|(e, _)| error(&self.topic, format!("removing offsets: {e}")))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod sink_driver;
 pub mod source_driver;
 pub mod status;
 pub mod stop;
+pub mod timestamps;
 pub mod tolerance;
 pub mod validation;
 pub mod worker;

@@ -34,6 +34,9 @@ pub trait OffsetStore: Send + Sync {
         connector: &str,
         offsets: &[SourceOffset],
     ) -> Result<(), OffsetStoreError>;
+
+    /// Forgets the offsets of these source partitions: the connector starts them over.
+    async fn remove(&self, connector: &str, partitions: &[Value]) -> Result<(), OffsetStoreError>;
 }
 
 #[derive(Serialize, Deserialize)]
@@ -141,9 +144,7 @@ impl OffsetStore for FileOffsetStore {
         connector: &str,
         offsets: &[SourceOffset],
     ) -> Result<(), OffsetStoreError> {
-        let _writing = self.writing.lock().await;
-        let bytes = {
-            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        self.change(|entries| {
             for o in offsets {
                 let key = json!([connector, o.partition]);
                 entries.insert(
@@ -154,6 +155,30 @@ impl OffsetStore for FileOffsetStore {
                     },
                 );
             }
+        })
+        .await
+    }
+
+    async fn remove(&self, connector: &str, partitions: &[Value]) -> Result<(), OffsetStoreError> {
+        self.change(|entries| {
+            for partition in partitions {
+                entries.remove(&json!([connector, partition]).to_string());
+            }
+        })
+        .await
+    }
+}
+
+impl FileOffsetStore {
+    /// Applies `change` to the entries and writes the file.
+    async fn change(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, OffsetEntry>),
+    ) -> Result<(), OffsetStoreError> {
+        let _writing = self.writing.lock().await;
+        let bytes = {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            change(&mut entries);
             let file = OffsetFile {
                 format: FORMAT.to_string(),
                 offsets: entries

@@ -613,6 +613,32 @@ impl Worker {
                     other => other,
                 });
             }
+            Command::Offsets {
+                name,
+                change,
+                reply,
+            } => {
+                let result = match self.connectors.get(&name) {
+                    None => Err(not_found(&name)),
+                    Some(run) => {
+                        let connector = run.connector.clone();
+                        let stopped = run.target == TargetState::Stopped;
+                        match change {
+                            None => self.read_offsets(&connector).await,
+                            Some(_) if !stopped => Err(ControlError::BadRequest(format!(
+                                "Connectors must be in the STOPPED state before their offsets \
+                                 can be modified. This can be done for the specified connector \
+                                 by issuing a 'PUT' request to the '/connectors/{name}/stop' endpoint"
+                            ))),
+                            Some(change) => self
+                                .change_offsets(&connector, change)
+                                .await
+                                .map(|()| Vec::new()),
+                        }
+                    }
+                };
+                let _ = reply.send(result);
+            }
             Command::List { reply } => {
                 let list = self
                     .connectors
@@ -627,6 +653,164 @@ impl Worker {
                 let _ = reply.send(list);
             }
         }
+    }
+}
+
+/// Transform state kept among a source's offsets (see the source driver): internal, so
+/// neither shown nor changed as an offset, but cleared with a reset.
+fn is_transform_state(partition: &serde_json::Value) -> bool {
+    partition.get("sluice.transform").is_some()
+}
+
+fn bus_error(e: crate::bus::BusError) -> ControlError {
+    match e {
+        crate::bus::BusError::Unsupported(m) => ControlError::BadRequest(m),
+        other => ControlError::Storage(other.to_string()),
+    }
+}
+
+impl Worker {
+    async fn read_offsets(
+        &self,
+        connector: &ValidatedConnector,
+    ) -> Result<Vec<ConnectorOffset>, ControlError> {
+        if connector.is_source() {
+            let offsets = self
+                .offsets
+                .load(connector.name())
+                .await
+                .map_err(|e| ControlError::Storage(e.to_string()))?;
+            return Ok(offsets
+                .into_iter()
+                .filter(|o| !is_transform_state(&o.partition))
+                .map(|o| ConnectorOffset {
+                    partition: o.partition,
+                    offset: Some(o.offset),
+                })
+                .collect());
+        }
+        let positions = self
+            .bus
+            .group_offsets(&connector.group_id(), &connector.topic_filter())
+            .await
+            .map_err(bus_error)?;
+        Ok(positions
+            .into_iter()
+            .map(|p| ConnectorOffset {
+                partition: serde_json::json!({"kafka_topic": p.topic, "kafka_partition": p.partition}),
+                offset: Some(serde_json::json!({"kafka_offset": p.next_offset})),
+            })
+            .collect())
+    }
+
+    async fn change_offsets(
+        &self,
+        connector: &ValidatedConnector,
+        change: OffsetChange,
+    ) -> Result<(), ControlError> {
+        let name = connector.name();
+        if connector.is_source() {
+            let (set, clear): (Vec<ConnectorOffset>, Vec<ConnectorOffset>) = match change {
+                OffsetChange::ToTimestamp(_) => {
+                    return Err(ControlError::BadRequest(
+                        "a timestamp moves a sink connector's offsets; a source's offsets are \
+                         its own and given as {\"offsets\": [...]}"
+                            .into(),
+                    ));
+                }
+                OffsetChange::Reset => {
+                    let all = self
+                        .offsets
+                        .load(name)
+                        .await
+                        .map_err(|e| ControlError::Storage(e.to_string()))?;
+                    let clear = all
+                        .into_iter()
+                        .map(|o| ConnectorOffset {
+                            partition: o.partition,
+                            offset: None,
+                        })
+                        .collect();
+                    (Vec::new(), clear)
+                }
+                OffsetChange::Alter(offsets) => {
+                    offsets.into_iter().partition(|o| o.offset.is_some())
+                }
+            };
+            let set: Vec<sluice_api::SourceOffset> = set
+                .into_iter()
+                .filter_map(|o| {
+                    o.offset.map(|offset| sluice_api::SourceOffset {
+                        partition: o.partition,
+                        offset,
+                    })
+                })
+                .collect();
+            if !set.is_empty() {
+                self.offsets
+                    .commit(name, &set)
+                    .await
+                    .map_err(|e| ControlError::Storage(e.to_string()))?;
+            }
+            let clear: Vec<serde_json::Value> = clear.into_iter().map(|o| o.partition).collect();
+            if !clear.is_empty() {
+                self.offsets
+                    .remove(name, &clear)
+                    .await
+                    .map_err(|e| ControlError::Storage(e.to_string()))?;
+            }
+            return Ok(());
+        }
+        let group = connector.group_id();
+        let filter = connector.topic_filter();
+        let positions: Vec<(String, i32, Option<i64>)> = match change {
+            OffsetChange::Reset => self
+                .bus
+                .group_offsets(&group, &filter)
+                .await
+                .map_err(bus_error)?
+                .into_iter()
+                .map(|p| (p.topic, p.partition, None))
+                .collect(),
+            OffsetChange::ToTimestamp(ts) => self
+                .bus
+                .offsets_for_time(&filter, ts)
+                .await
+                .map_err(bus_error)?
+                .into_iter()
+                .map(|p| (p.topic, p.partition, Some(p.next_offset)))
+                .collect(),
+            OffsetChange::Alter(offsets) => {
+                let mut positions = Vec::new();
+                for o in offsets {
+                    let topic = o.partition["kafka_topic"].as_str();
+                    let partition = o.partition["kafka_partition"].as_i64();
+                    let (Some(topic), Some(partition)) = (topic, partition) else {
+                        return Err(ControlError::BadRequest(format!(
+                            "a sink connector's partition is {{\"kafka_topic\": …, \"kafka_partition\": …}}, not {}",
+                            o.partition
+                        )));
+                    };
+                    let offset = match &o.offset {
+                        None => None,
+                        Some(v) => match v["kafka_offset"].as_i64() {
+                            Some(n) if n >= 0 => Some(n),
+                            _ => {
+                                return Err(ControlError::BadRequest(format!(
+                                    "a sink connector's offset is {{\"kafka_offset\": <number ≥ 0>}}, not {v}"
+                                )));
+                            }
+                        },
+                    };
+                    positions.push((topic.to_string(), partition as i32, offset));
+                }
+                positions
+            }
+        };
+        self.bus
+            .alter_group_offsets(&group, &positions)
+            .await
+            .map_err(bus_error)
     }
 }
 
@@ -646,6 +830,9 @@ pub enum ControlError {
     /// The change was made but could not be stored.
     #[error("{0}")]
     Storage(String),
+    /// The request cannot be carried out as given (400).
+    #[error("{0}")]
+    BadRequest(String),
     /// Internal: a restart of only failed tasks found none.
     #[error("nothing to do")]
     NothingToDo,
@@ -688,6 +875,31 @@ enum Command {
     List {
         reply: oneshot::Sender<Vec<ConnectorState>>,
     },
+    Offsets {
+        name: String,
+        change: Option<OffsetChange>,
+        reply: oneshot::Sender<Result<Vec<ConnectorOffset>, ControlError>>,
+    },
+}
+
+/// One partition's offset, in Kafka Connect's REST shape (KIP-875): for a source, its
+/// source partition and offset maps; for a sink, `{"kafka_topic","kafka_partition"}` and
+/// `{"kafka_offset"}`. An offset of `None` (in a change) resets that partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectorOffset {
+    pub partition: serde_json::Value,
+    pub offset: Option<serde_json::Value>,
+}
+
+/// A change to a stopped connector's offsets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OffsetChange {
+    /// Set (or, with `None`, reset) these partitions.
+    Alter(Vec<ConnectorOffset>),
+    /// Sinks (sluice's extension): every partition to its first record at or after a time.
+    ToTimestamp(i64),
+    /// Every partition back to the start.
+    Reset,
 }
 
 /// Changes a running worker's connectors. Cheap to clone; every call waits for the
@@ -758,6 +970,33 @@ impl WorkerHandle {
 
     pub async fn list(&self) -> Result<Vec<ConnectorState>, ControlError> {
         self.ask(|reply| Command::List { reply }).await
+    }
+
+    /// The connector's committed offsets.
+    pub async fn offsets(&self, name: &str) -> Result<Vec<ConnectorOffset>, ControlError> {
+        let name = name.to_string();
+        self.ask(|reply| Command::Offsets {
+            name,
+            change: None,
+            reply,
+        })
+        .await?
+    }
+
+    /// Changes a STOPPED connector's offsets (400 otherwise, as Kafka Connect).
+    pub async fn change_offsets(
+        &self,
+        name: &str,
+        change: OffsetChange,
+    ) -> Result<(), ControlError> {
+        let name = name.to_string();
+        self.ask(|reply| Command::Offsets {
+            name,
+            change: Some(change),
+            reply,
+        })
+        .await?
+        .map(|_| ())
     }
 }
 

@@ -36,6 +36,7 @@ impl From<ControlError> for ApiError {
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ControlError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ControlError::NothingToDo => StatusCode::NO_CONTENT,
         };
         ApiError::new(status, e.to_string())

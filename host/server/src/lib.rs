@@ -9,6 +9,7 @@ pub mod auth;
 mod error;
 pub mod loggers;
 mod metrics;
+mod offsets;
 pub mod topics;
 mod validate;
 
@@ -73,6 +74,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/connectors/{name}/pause", put(pause_connector))
         .route("/connectors/{name}/resume", put(resume_connector))
         .route("/connectors/{name}/stop", put(stop_connector))
+        .route(
+            "/connectors/{name}/offsets",
+            get(offsets::get_offsets)
+                .patch(offsets::patch_offsets)
+                .delete(offsets::delete_offsets),
+        )
         .route("/connectors/{name}/tasks", get(list_tasks))
         .route("/connectors/{name}/tasks/{task}/status", get(task_status))
         .route(
@@ -104,11 +111,11 @@ async fn not_found() -> ApiError {
     ApiError::not_found("Not found")
 }
 
-type ApiResult<T = Response> = Result<T, ApiError>;
+pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
 
 /// A connector name from the path: not empty, no control characters (a `/` cannot reach
 /// here: it splits the path).
-fn name_of(path: Result<Path<String>, PathRejection>) -> ApiResult<String> {
+pub(crate) fn name_of(path: Result<Path<String>, PathRejection>) -> ApiResult<String> {
     let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     check_name(&name)?;
     Ok(name)
@@ -127,7 +134,7 @@ fn check_name(name: &str) -> ApiResult<()> {
 }
 
 /// A JSON request body; a missing, oversized or malformed body is a 4xx with a message.
-fn json_body(body: Result<Bytes, BytesRejection>) -> ApiResult<Value> {
+pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> ApiResult<Value> {
     let bytes = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("Request body is not valid JSON: {e}")))

@@ -263,6 +263,52 @@ impl Bus for EmbeddedBus {
         false
     }
 
+    async fn group_offsets(
+        &self,
+        group: &str,
+        filter: &TopicFilter,
+    ) -> Result<Vec<Position>, BusError> {
+        let topics: Vec<Arc<Topic>> = {
+            let state = lock(&self.shared.state);
+            state
+                .topics
+                .values()
+                .filter(|t| filter.matches(&t.name))
+                .cloned()
+                .collect()
+        };
+        let mut positions = Vec::new();
+        for topic in topics {
+            for log in &topic.partitions {
+                let inner = lock(&log.inner);
+                if let Some(next) = inner.acked.get(group) {
+                    positions.push(Position {
+                        topic: topic.name.clone(),
+                        partition: log.index,
+                        next_offset: *next,
+                    });
+                }
+            }
+        }
+        Ok(positions)
+    }
+
+    async fn alter_group_offsets(
+        &self,
+        _group: &str,
+        _positions: &[(String, i32, Option<i64>)],
+    ) -> Result<(), BusError> {
+        Err(embedded_offsets_unsupported())
+    }
+
+    async fn offsets_for_time(
+        &self,
+        _filter: &TopicFilter,
+        _timestamp_ms: i64,
+    ) -> Result<Vec<Position>, BusError> {
+        Err(embedded_offsets_unsupported())
+    }
+
     fn for_connector(
         self: Arc<Self>,
         _connector: &str,
@@ -270,6 +316,14 @@ impl Bus for EmbeddedBus {
     ) -> Result<Arc<dyn Bus>, BusError> {
         Ok(self)
     }
+}
+
+fn embedded_offsets_unsupported() -> BusError {
+    BusError::Unsupported(
+        "the embedded bus keeps no sink offsets across restarts, so there are none to change; \
+         sink offsets can be altered or reset with Kafka (bootstrap.servers)"
+            .to_string(),
+    )
 }
 
 struct Assigned {

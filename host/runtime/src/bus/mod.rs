@@ -104,6 +104,9 @@ pub enum BusError {
     /// A broker or client error (Kafka), with what was being done.
     #[error("{0}")]
     Client(String),
+    /// The bus cannot do this (e.g. keep sink offsets across restarts).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 #[async_trait]
@@ -132,6 +135,29 @@ pub trait Bus: Send + Sync {
 
     /// Whether a record keeps its (topic, partition, offset) across worker restarts.
     fn durable_offsets(&self) -> bool;
+
+    /// A consumer group's committed positions on the topics `filter` matches.
+    async fn group_offsets(
+        &self,
+        group: &str,
+        filter: &TopicFilter,
+    ) -> Result<Vec<Position>, BusError>;
+
+    /// Moves a consumer group (with no member running) to these positions; a position
+    /// of `None` resets that partition (the group then starts from the beginning there).
+    async fn alter_group_offsets(
+        &self,
+        group: &str,
+        positions: &[(String, i32, Option<i64>)],
+    ) -> Result<(), BusError>;
+
+    /// For `{"timestamp": …}` offset changes: per partition of the matched topics, the
+    /// first offset at or after `timestamp_ms` (the end when none is).
+    async fn offsets_for_time(
+        &self,
+        filter: &TopicFilter,
+        timestamp_ms: i64,
+    ) -> Result<Vec<Position>, BusError>;
 
     /// The bus one connector's tasks use: Kafka applies the connector's client
     /// overrides and topic-creation settings; the embedded bus has no clients to
