@@ -161,6 +161,7 @@ pub struct Worker {
     connectors: std::collections::BTreeMap<String, ConnectorRun>,
     commands_tx: mpsc::Sender<Command>,
     commands: mpsc::Receiver<Command>,
+    view: Arc<std::sync::RwLock<Vec<ConnectorState>>>,
     /// Where runtime changes to connectors are kept (standalone: a directory).
     config_store: Option<Arc<dyn crate::config_store::ConfigStore>>,
     failures_tx: mpsc::UnboundedSender<TaskFailure>,
@@ -209,6 +210,7 @@ impl Worker {
             connectors: std::collections::BTreeMap::new(),
             commands_tx,
             commands,
+            view: Arc::default(),
             config_store: None,
             failures_tx,
             failures_rx,
@@ -273,9 +275,26 @@ impl Worker {
 
     /// A handle to change this worker's connectors while it runs (the REST API's).
     pub fn handle(&self) -> WorkerHandle {
+        self.publish_view();
         WorkerHandle {
             commands: self.commands_tx.clone(),
+            view: self.view.clone(),
         }
+    }
+
+    /// Refreshes the connectors that handles read.
+    fn publish_view(&self) {
+        let list = self
+            .connectors
+            .values()
+            .map(|r| ConnectorState {
+                definition: r.connector.definition.clone(),
+                is_source: r.is_source(),
+                target: r.target,
+                tasks: r.tasks.len() as u32,
+            })
+            .collect();
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = list;
     }
 
     fn task_count(connector: &ValidatedConnector) -> u32 {
@@ -475,6 +494,11 @@ impl Worker {
     }
 
     async fn execute(&mut self, command: Command) {
+        self.carry_out(command).await;
+        self.publish_view();
+    }
+
+    async fn carry_out(&mut self, command: Command) {
         match command {
             Command::Create {
                 connector,
@@ -639,18 +663,8 @@ impl Worker {
                 };
                 let _ = reply.send(result);
             }
-            Command::List { reply } => {
-                let list = self
-                    .connectors
-                    .values()
-                    .map(|r| ConnectorState {
-                        definition: r.connector.definition.clone(),
-                        is_source: r.is_source(),
-                        target: r.target,
-                        tasks: r.tasks.len() as u32,
-                    })
-                    .collect();
-                let _ = reply.send(list);
+            Command::Ping { reply } => {
+                let _ = reply.send(());
             }
         }
     }
@@ -872,8 +886,8 @@ enum Command {
         only_failed: bool,
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
-    List {
-        reply: oneshot::Sender<Vec<ConnectorState>>,
+    Ping {
+        reply: oneshot::Sender<()>,
     },
     Offsets {
         name: String,
@@ -907,6 +921,9 @@ pub enum OffsetChange {
 #[derive(Clone)]
 pub struct WorkerHandle {
     commands: mpsc::Sender<Command>,
+    /// What the worker runs, as of its last change: read without waiting for the worker,
+    /// so a connector stuck stopping never delays a GET.
+    view: Arc<std::sync::RwLock<Vec<ConnectorState>>>,
 }
 
 impl WorkerHandle {
@@ -968,8 +985,17 @@ impl WorkerHandle {
         .await?
     }
 
+    /// Answers once the worker has carried out every command before it: it is responsive.
+    pub async fn ping(&self) -> Result<(), ControlError> {
+        self.ask(|reply| Command::Ping { reply }).await
+    }
+
+    /// The connectors, as of the worker's last change (does not wait for the worker).
     pub async fn list(&self) -> Result<Vec<ConnectorState>, ControlError> {
-        self.ask(|reply| Command::List { reply }).await
+        if self.commands.is_closed() {
+            return Err(ControlError::ShuttingDown);
+        }
+        Ok(self.view.read().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     /// The connector's committed offsets.

@@ -175,20 +175,28 @@ async fn root(State(state): State<ApiState>) -> Json<Value> {
     }))
 }
 
-/// KIP-1017: the worker answers requests once it is up, so it is healthy when this runs.
+/// KIP-1017: healthy when the worker carries out a request within a few seconds (it runs
+/// commands one at a time, so a stuck one shows here); 500 with the reason otherwise.
 async fn health(State(state): State<ApiState>) -> Response {
-    match state.worker.list().await {
-        Ok(_) => Json(json!({
-            "status": "healthy",
-            "message": "Worker has completed startup and is ready to handle requests."
-        }))
-        .into_response(),
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), state.worker.ping()).await;
+    let (status, health, message) = match answer {
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            "healthy",
+            "Worker has completed startup and is ready to handle requests.",
+        ),
+        Ok(Err(_)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unhealthy",
+            "The worker is shutting down.",
+        ),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"status": "unhealthy", "message": "The worker is shutting down."})),
-        )
-            .into_response(),
-    }
+            "unhealthy",
+            "The worker did not answer within 5 s: it is busy stopping or starting a connector.",
+        ),
+    };
+    (status, Json(json!({"status": health, "message": message}))).into_response()
 }
 
 /// Keys whose values are never shown: passwords, secrets, and `config.secret.keys`.
