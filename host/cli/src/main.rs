@@ -1,6 +1,7 @@
 //! `sluice`: runs Kafka Connect-style connectors declared in JSON.
 
 mod builtins;
+mod config_dir;
 mod dlq;
 mod progress;
 mod rest;
@@ -74,6 +75,11 @@ enum Command {
         /// connector's status, shaped as Kafka Connect's `GET /connectors?expand=status`.
         #[arg(long, value_name = "PATH")]
         status_file: Option<PathBuf>,
+        /// A directory of connector files (same formats as the files below), watched: a
+        /// new file creates its connector, a changed one replaces its config, a deleted
+        /// one deletes it. Invalid files are logged and change nothing.
+        #[arg(long, value_name = "DIR")]
+        config_dir: Option<PathBuf>,
         /// Connector files: `{"name": …, "config": {…}}` or a bare config with `name`.
         /// Optional: connectors may also come from the connector store or the REST API.
         connectors: Vec<PathBuf>,
@@ -168,6 +174,7 @@ fn main() -> ExitCode {
             drain,
             progress,
             status_file,
+            config_dir,
             connectors,
         } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -187,6 +194,7 @@ fn main() -> ExitCode {
                     drain,
                     progress,
                     status_file,
+                    config_dir,
                     log_levels,
                 },
                 &connectors,
@@ -238,11 +246,13 @@ fn load_connectors(
 
 /// The connectors of this run: those created or changed over REST earlier (from the
 /// connector store, in their stored state), then the files given, which win on a name
-/// both have.
+/// both have; then the `--config-dir` files, whose config wins too but which keep the
+/// stored state (a connector paused or stopped over REST stays so).
 fn with_stored(
     registry: &PluginRegistry,
     store: &dyn sluice_runtime::config_store::ConfigStore,
     from_files: Vec<ValidatedConnector>,
+    from_dir: Vec<ValidatedConnector>,
 ) -> Option<Vec<(ValidatedConnector, sluice_runtime::worker::TargetState)>> {
     let stored = match store.load_all() {
         Ok(s) => s,
@@ -252,9 +262,20 @@ fn with_stored(
         }
     };
     let mut all: Vec<(ValidatedConnector, sluice_runtime::worker::TargetState)> = Vec::new();
+    let mut from_dir: Vec<(ValidatedConnector, sluice_runtime::worker::TargetState)> = from_dir
+        .into_iter()
+        .map(|c| (c, sluice_runtime::worker::TargetState::Started))
+        .collect();
     for s in stored {
         if from_files.iter().any(|c| c.name() == s.definition.name) {
             tracing::warn!(connector = %s.definition.name, "a connector file and the connector store both define this connector; the file wins");
+            continue;
+        }
+        if let Some((_, target)) = from_dir
+            .iter_mut()
+            .find(|(c, _)| c.name() == s.definition.name)
+        {
+            *target = s.target;
             continue;
         }
         let (problems, valid) = sluice_runtime::validation::validate(&s.definition, registry);
@@ -271,6 +292,7 @@ fn with_stored(
             .into_iter()
             .map(|c| (c, sluice_runtime::worker::TargetState::Started)),
     );
+    all.extend(from_dir);
     Some(all)
 }
 
@@ -347,6 +369,7 @@ struct StandaloneOptions {
     drain: bool,
     progress: Progress,
     status_file: Option<PathBuf>,
+    config_dir: Option<PathBuf>,
     log_levels: sluice_server::loggers::LogLevels,
 }
 
@@ -360,6 +383,7 @@ async fn standalone(
         drain,
         progress,
         status_file,
+        config_dir,
         log_levels,
     } = options;
     let config = match worker_file {
@@ -378,7 +402,35 @@ async fn standalone(
     let store = std::sync::Arc::new(sluice_runtime::config_store::DirConfigStore::new(
         config.connector_dir(),
     ));
-    let Some(connectors) = with_stored(&registry, store.as_ref(), connectors) else {
+    let (config_dir, from_dir) = match config_dir {
+        None => (None, Vec::new()),
+        Some(dir) => match config_dir::ConfigDir::open(&dir, &config.connector_dir()) {
+            Ok(mut watched) => {
+                let initial = watched.initial(&registry);
+                for name in &initial.removed {
+                    use sluice_runtime::config_store::ConfigStore;
+                    if let Err(e) = store.remove(name) {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(EXIT_INVALID);
+                    }
+                }
+                let mut from_dir = initial.connectors;
+                from_dir.retain(|c| {
+                    let shadowed = connectors.iter().any(|f| f.name() == c.name());
+                    if shadowed {
+                        watched.disown(c.name());
+                    }
+                    !shadowed
+                });
+                (Some(watched), from_dir)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        },
+    };
+    let Some(connectors) = with_stored(&registry, store.as_ref(), connectors, from_dir) else {
         return ExitCode::from(EXIT_INVALID);
     };
     let rest_listener = match rest::listener(&config, drain) {
@@ -454,6 +506,14 @@ async fn standalone(
     let status_writer = status_file
         .clone()
         .map(|path| status_file::spawn(status_view.clone(), path));
+    let watcher = match config_dir.map(|d| d.watch(worker.handle(), worker.registry())) {
+        None => None,
+        Some(Ok(watcher)) => Some(watcher),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
     let mode = if drain {
         RunMode::Drain
     } else {
@@ -461,6 +521,9 @@ async fn standalone(
     };
     let outcome = worker.run(mode, shutdown_signal()).await;
     reporter.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     if let Some(api) = api {
         api.abort();
     }
