@@ -246,6 +246,14 @@ fn connector_lifecycle_over_http() {
     assert_eq!(task["id"], 0);
     let (code, body) = api.get("/connectors/files/tasks/7/status");
     assert_error(code, &body, 404);
+    // One task restarted on its own: the connector's other task keeps running.
+    let two = json!({"connector.class": "SimulatorSource", "topic": "two", "seed": "3",
+        "rate": "50", "tasks.max": "2"});
+    assert_eq!(api.call("PUT", "/connectors/two/config", Some(&two.to_string())).0, 201);
+    api.wait_status("two", |s| task_states(s) == ["RUNNING", "RUNNING"]);
+    assert_eq!(api.call("POST", "/connectors/two/tasks/1/restart", None).0, 204);
+    api.wait_status("two", |s| task_states(s) == ["RUNNING", "RUNNING"]);
+    assert_eq!(api.call("DELETE", "/connectors/two", None).0, 204);
 
     // Config: GET, PUT (200 for an existing connector, 201 for a new one), PATCH.
     let (code, config) = api.get("/connectors/files/config");

@@ -112,8 +112,10 @@ pub struct RunOutcome {
 }
 
 struct RunningTask {
+    id: u32,
     progress: Option<Arc<SourceProgress>>,
     handle: JoinHandle<()>,
+    stop: StopHandle,
 }
 
 /// What the operator asked a connector to be (Kafka Connect's target state).
@@ -140,7 +142,6 @@ struct ConnectorRun {
     connector: Arc<ValidatedConnector>,
     target: TargetState,
     tasks: Vec<RunningTask>,
-    stop: StopHandle,
     paused: watch::Sender<bool>,
 }
 
@@ -319,13 +320,11 @@ impl Worker {
             .add_connector(connector.name(), connector.is_source());
         self.status_view
             .set_target(connector.name(), target.as_str());
-        let (stop, _) = stop_pair();
         let (paused, _) = watch::channel(target == TargetState::Paused);
         let mut run = ConnectorRun {
             connector,
             target,
             tasks: Vec::new(),
-            stop,
             paused,
         };
         if target != TargetState::Stopped {
@@ -336,11 +335,19 @@ impl Worker {
     }
 
     fn spawn_tasks(&self, run: &ConnectorRun) -> Vec<RunningTask> {
+        let tasks = Self::task_count(&run.connector);
+        tracing::info!(connector = %run.connector.name(), class = %run.connector.common.connector_class, tasks, "starting connector");
+        (0..tasks)
+            .filter_map(|task_id| self.spawn_task(run, task_id))
+            .collect()
+    }
+
+    /// Starts task `task_id`; `None` when the connector's bus clients cannot be
+    /// created (its tasks then show FAILED with the reason).
+    fn spawn_task(&self, run: &ConnectorRun, task_id: u32) -> Option<RunningTask> {
         let connector = &run.connector;
         let is_source = connector.is_source();
         let metrics = self.metrics.connector(connector.name(), is_source);
-        let tasks = Self::task_count(connector);
-        tracing::info!(connector = %connector.name(), class = %connector.common.connector_class, tasks, "starting connector");
         let bus = match self
             .bus
             .clone()
@@ -351,7 +358,8 @@ impl Worker {
                 // The connector's client overrides are unusable: its tasks cannot start.
                 let trace = format!("creating the connector's Kafka clients: {e}");
                 tracing::error!(connector = %connector.name(), "{trace}");
-                for task in 0..tasks {
+                {
+                    let task = task_id;
                     self.status.put_task(
                         connector.name(),
                         task,
@@ -370,11 +378,10 @@ impl Worker {
                         trace: trace.clone(),
                     });
                 }
-                return Vec::new();
+                return None;
             }
         };
-        let mut running = Vec::new();
-        for task_id in 0..tasks {
+        {
             let env = TaskEnv {
                 connector: connector.clone(),
                 task_id,
@@ -394,10 +401,15 @@ impl Worker {
                 failures: self.failures_tx.clone(),
                 worker_id: self.config.worker_id.clone(),
             };
-            let handle = tokio::spawn(supervisor.run(progress.clone(), run.stop.signal()));
-            running.push(RunningTask { progress, handle });
+            let (stop, signal) = stop_pair();
+            let handle = tokio::spawn(supervisor.run(progress.clone(), signal));
+            Some(RunningTask {
+                id: task_id,
+                progress,
+                handle,
+                stop,
+            })
         }
-        running
     }
 
     /// Runs until `shutdown` resolves (or, in drain mode, until everything is drained, or a
@@ -461,15 +473,25 @@ impl Worker {
 
     /// Stops a connector's tasks and waits for them (up to the graceful timeout).
     async fn stop_tasks(run: &mut ConnectorRun, grace: Duration) {
-        run.stop.stop();
-        for mut task in run.tasks.drain(..) {
-            if tokio::time::timeout(grace, &mut task.handle).await.is_err() {
-                tracing::error!(connector = %run.connector.name(), "a task did not stop within {grace:?}; abandoning it");
-                task.handle.abort();
-            }
+        for task in &run.tasks {
+            task.stop.stop();
         }
-        // A fresh handle, so tasks started later are not born stopped.
-        run.stop = stop_pair().0;
+        let name = run.connector.name().to_string();
+        for task in run.tasks.drain(..) {
+            Self::await_task(&name, task, grace).await;
+        }
+    }
+
+    async fn await_task(connector: &str, mut task: RunningTask, grace: Duration) {
+        task.stop.stop();
+        if tokio::time::timeout(grace, &mut task.handle).await.is_err() {
+            tracing::error!(
+                connector,
+                task = task.id,
+                "the task did not stop within {grace:?}; abandoning it"
+            );
+            task.handle.abort();
+        }
     }
 
     async fn stop_all(&mut self) {
@@ -481,7 +503,9 @@ impl Worker {
                 .values_mut()
                 .filter(|r| r.is_source() == sources)
             {
-                run.stop.stop();
+                for task in &run.tasks {
+                    task.stop.stop();
+                }
             }
             for run in self
                 .connectors
@@ -495,7 +519,6 @@ impl Worker {
 
     async fn execute(&mut self, command: Command) {
         self.carry_out(command).await;
-        self.publish_view();
     }
 
     async fn carry_out(&mut self, command: Command) {
@@ -515,6 +538,8 @@ impl Worker {
                     self.add_connector(Arc::new(connector), target);
                     self.persist(&name)
                 };
+                // Handles read the view: it shows the change before the answer goes.
+                self.publish_view();
                 let _ = reply.send(result);
             }
             Command::Replace { connector, reply } => {
@@ -529,6 +554,8 @@ impl Worker {
                 self.status.remove_connector(connector.name());
                 let name = connector.name().to_string();
                 self.add_connector(Arc::new(connector), target);
+                // Handles read the view: it shows the change before the answer goes.
+                self.publish_view();
                 let _ = reply.send(self.persist(&name));
             }
             Command::Delete { name, reply } => {
@@ -551,6 +578,8 @@ impl Worker {
                     }
                     None => Err(not_found(&name)),
                 };
+                // Handles read the view: it shows the change before the answer goes.
+                self.publish_view();
                 let _ = reply.send(result);
             }
             Command::SetTarget {
@@ -596,6 +625,8 @@ impl Worker {
                     }
                 }
                 let result = result.and_then(|_| self.persist(&name));
+                // Handles read the view: it shows the change before the answer goes.
+                self.publish_view();
                 let _ = reply.send(result);
             }
             Command::Restart {
@@ -632,6 +663,8 @@ impl Worker {
                         run.tasks = tasks;
                     }
                 }
+                // Handles read the view: it shows the change before the answer goes.
+                self.publish_view();
                 let _ = reply.send(match result {
                     Err(ControlError::NothingToDo) => Ok(()),
                     other => other,
@@ -661,10 +694,42 @@ impl Worker {
                         }
                     }
                 };
+                // Handles read the view: it shows the change before the answer goes.
+                self.publish_view();
                 let _ = reply.send(result);
             }
             Command::Ping { reply } => {
+                // Handles read the view: it shows the change before the answer goes.
+                self.publish_view();
                 let _ = reply.send(());
+            }
+            Command::RestartTask { name, task, reply } => {
+                let grace = self.grace();
+                let result = match self.connectors.get_mut(&name) {
+                    None => Err(not_found(&name)),
+                    Some(run) => match run.tasks.iter().position(|t| t.id == task) {
+                        None => Err(ControlError::NotFound(format!(
+                            "Task {name}-{task} not found"
+                        ))),
+                        Some(index) => {
+                            let old = run.tasks.remove(index);
+                            Self::await_task(&name, old, grace).await;
+                            Ok(())
+                        }
+                    },
+                };
+                if result.is_ok()
+                    && let Some(run) = self.connectors.get(&name)
+                {
+                    let started = self.spawn_task(run, task);
+                    if let (Some(started), Some(run)) = (started, self.connectors.get_mut(&name)) {
+                        run.tasks.push(started);
+                        run.tasks.sort_by_key(|t| t.id);
+                    }
+                }
+                // Handles read the view: it shows the change before the answer goes.
+                self.publish_view();
+                let _ = reply.send(result);
             }
         }
     }
@@ -889,6 +954,11 @@ enum Command {
     Ping {
         reply: oneshot::Sender<()>,
     },
+    RestartTask {
+        name: String,
+        task: u32,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
     Offsets {
         name: String,
         change: Option<OffsetChange>,
@@ -983,6 +1053,13 @@ impl WorkerHandle {
             reply,
         })
         .await?
+    }
+
+    /// Restarts one task of a connector (the others keep running).
+    pub async fn restart_task(&self, name: &str, task: u32) -> Result<(), ControlError> {
+        let name = name.to_string();
+        self.ask(|reply| Command::RestartTask { name, task, reply })
+            .await?
     }
 
     /// Answers once the worker has carried out every command before it: it is responsive.
