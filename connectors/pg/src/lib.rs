@@ -140,6 +140,34 @@ impl Connection {
     }
 }
 
+/// Runs DDL that is meant to be idempotent (`CREATE … IF NOT EXISTS`, `ALTER TABLE … ADD
+/// COLUMN IF NOT EXISTS`) so that tasks doing the same at the same moment all succeed.
+/// `IF NOT EXISTS` is not atomic in PostgreSQL: two sessions can both find the table
+/// missing, and the second then fails on a catalog unique index (23505 on
+/// `pg_type_typname_nsp_index`). The statements therefore run in a transaction holding a
+/// transaction-scoped advisory lock named after `object`. Call it outside a transaction.
+pub async fn run_ddl(
+    client: &tokio_postgres::Client,
+    object: &str,
+    sql: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("BEGIN").await?;
+    let result = async {
+        let key = format!("sluice ddl {object}");
+        client
+            .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&key])
+            .await?;
+        client.batch_execute(sql).await?;
+        client.batch_execute("COMMIT").await
+    }
+    .await;
+    if result.is_err() {
+        // The connection may be gone, in which case there is nothing to roll back.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,32 +347,4 @@ mod tests {
         let row = client.query_one("SELECT 1", &[]).await.unwrap();
         assert_eq!(row.get::<_, i32>(0), 1);
     }
-}
-
-/// Runs DDL that is meant to be idempotent (`CREATE … IF NOT EXISTS`, `ALTER TABLE … ADD
-/// COLUMN IF NOT EXISTS`) so that tasks doing the same at the same moment all succeed.
-/// `IF NOT EXISTS` is not atomic in PostgreSQL: two sessions can both find the table
-/// missing, and the second then fails on a catalog unique index (23505 on
-/// `pg_type_typname_nsp_index`). The statements therefore run in a transaction holding a
-/// transaction-scoped advisory lock named after `object`. Call it outside a transaction.
-pub async fn run_ddl(
-    client: &tokio_postgres::Client,
-    object: &str,
-    sql: &str,
-) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute("BEGIN").await?;
-    let result = async {
-        let key = format!("sluice ddl {object}");
-        client
-            .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&key])
-            .await?;
-        client.batch_execute(sql).await?;
-        client.batch_execute("COMMIT").await
-    }
-    .await;
-    if result.is_err() {
-        // The connection may be gone, in which case there is nothing to roll back.
-        let _ = client.batch_execute("ROLLBACK").await;
-    }
-    result
 }
