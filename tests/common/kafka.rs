@@ -51,7 +51,7 @@ impl Broker {
         Self::start_with_storage("memory://tansu/")
     }
 
-    /// A tansu broker with the given storage engine (a `postgres://` URL keeps the data
+    /// A tansu broker with the given storage engine (`s3://…` against a local S3 keeps the data
     /// across a restart of the broker process).
     pub fn start_with_storage(storage: &str) -> Broker {
         if let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {

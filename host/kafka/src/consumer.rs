@@ -41,7 +41,9 @@ enum Event {
 /// How far one consumer got, for the bus's `is_settled` (drain mode).
 #[derive(Default)]
 pub struct ConsumerProgress {
-    /// `None` until the group gave this member its first assignment.
+    /// `None` until the group gave this member its first assignment, and again from a
+    /// revocation of everything (eager rebalance, lost session) until the next one: a
+    /// member between assignments owns no partition, but has not caught up on any.
     assigned: Mutex<Option<Vec<(String, i32)>>>,
     /// Next offset to consume, as last committed by this member or read from the group.
     committed: Mutex<HashMap<(String, i32), i64>>,
@@ -75,16 +77,14 @@ impl ConsumerProgress {
 
     fn remove_assignment(&self, tpl: &TopicPartitionList, all: bool) {
         let mut assigned = lock(&self.assigned);
-        if let Some(list) = assigned.as_mut() {
-            if all {
-                list.clear();
-            } else {
-                list.retain(|(t, p)| {
-                    !tpl.elements()
-                        .iter()
-                        .any(|e| e.topic() == t && e.partition() == *p)
-                });
-            }
+        if all {
+            *assigned = None;
+        } else if let Some(list) = assigned.as_mut() {
+            list.retain(|(t, p)| {
+                !tpl.elements()
+                    .iter()
+                    .any(|e| e.topic() == t && e.partition() == *p)
+            });
         }
         self.caught_up.store(false, Ordering::Release);
     }
@@ -125,13 +125,26 @@ impl ConsumerProgress {
                 committed.insert((e.topic().to_string(), e.partition()), next);
             }
         }
+        // Where the fetching got to: every record handed to the task (the thread is idle,
+        // so nothing fetched is held back) must be committed too. On Apache Kafka this is
+        // never past the end; tansu answers the end of a partition with the first offset
+        // of its newest batch (+1), so the rest of that batch counts only through here.
+        let positions = consumer.position().unwrap_or_default();
         for (t, p) in &assigned {
             let Ok((_, high)) = consumer.fetch_watermarks(t, *p, BROKER_TIMEOUT) else {
                 return;
             };
+            let fetched = positions
+                .find_partition(t, *p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            let end = high.max(fetched);
             let done = lock(&self.committed)
                 .get(&(t.clone(), *p))
-                .is_some_and(|c| *c >= high);
+                .is_some_and(|c| *c >= end);
             if !done {
                 self.caught_up.store(false, Ordering::Release);
                 return;
@@ -194,10 +207,32 @@ impl SinkContext {
         }
         match consumer.offsets_for_times(by_time, BROKER_TIMEOUT) {
             Ok(found) => {
+                let mut starts = Vec::new();
                 for e in found.elements() {
-                    let _ = tpl.set_partition_offset(e.topic(), e.partition(), e.offset());
+                    let start = match e.offset() {
+                        Offset::Offset(o) => o,
+                        // No record that late: start at the end as it is now (not as it
+                        // will be when fetching starts, which could skip records).
+                        _ => match consumer.fetch_watermarks(
+                            e.topic(),
+                            e.partition(),
+                            BROKER_TIMEOUT,
+                        ) {
+                            Ok((_, high)) => high,
+                            Err(err) => {
+                                tracing::warn!(group = %self.group, partition = e.partition(), error = %err, "cannot read the end of a partition; consumer.start.timestamp not applied to it");
+                                continue;
+                            }
+                        },
+                    };
+                    let _ =
+                        tpl.set_partition_offset(e.topic(), e.partition(), Offset::Offset(start));
+                    starts.push(((e.topic().to_string(), e.partition()), start));
                 }
                 tracing::info!(group = %self.group, timestamp = ts, partitions = found.count(), "starting partitions from consumer.start.timestamp");
+                // For `--drain`, these partitions count as consumed up to where they
+                // start (the group has no commit to read that from).
+                lock(&self.progress.committed).extend(starts);
             }
             Err(e) => {
                 tracing::warn!(group = %self.group, error = %e, "offsets for consumer.start.timestamp not found")
@@ -246,6 +281,8 @@ impl ConsumerContext for SinkContext {
             other => {
                 let code: RDKafkaErrorCode = other.into();
                 tracing::warn!(group = %self.group, error = %code, "rebalance error");
+                self.progress.remove_assignment(tpl, true);
+                lock(&self.progress.committed).clear();
                 consumer.unassign()
             }
         };

@@ -108,13 +108,10 @@ impl KafkaOffsetStore {
                             }
                         }
                     }
-                    if ends
-                        .get(&m.partition())
-                        .is_some_and(|end| m.offset() + 1 >= *end)
-                    {
-                        ends.remove(&m.partition());
-                    }
                 }
+                // A partition is read once librdkafka signals its end. The end-offset query
+                // is not used for that: tansu answers it with the first offset of the last
+                // batch + 1, which would stop before the newest offsets.
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     ends.remove(&p);
                 }
