@@ -420,7 +420,13 @@ fn sink_offsets_on_kafka_are_read_moved_and_reset_over_rest() {
     let second: BTreeSet<(i64, i64)> = all.difference(&first).copied().collect();
     resume_and_check(&api, &out, &shop, &end, &second);
 
-    // Reset: back to the beginning of every partition.
+    // Reset: the group and its offsets are gone (as Kafka Connect deletes the group), so
+    // the sink starts from the beginning of every partition again.
+    api.reset_offsets("files");
+    assert_eq!(api.offsets("files"), json!({"offsets": []}));
+    let none: BTreeMap<i64, Option<i64>> = (0..3).map(|p| (p, None)).collect();
+    assert_eq!(committed(&broker, &shop, 3), none);
+    // Resetting a reset group is no error.
     api.reset_offsets("files");
     resume_and_check(&api, &out, &shop, &end, &all);
 
