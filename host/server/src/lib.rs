@@ -838,7 +838,7 @@ async fn restart_task(
     if task >= c.tasks {
         return Err(ApiError::not_found(format!("Task {name}-{task} not found")));
     }
-    state.worker.restart(&name, false).await?;
+    state.worker.restart_task(&name, task).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
