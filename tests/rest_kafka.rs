@@ -7,119 +7,44 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::kafka::{Broker, python, topic};
+use common::rest::{self, Api};
 use common::*;
 use serde_json::{Value, json};
 
-/// (status, body) of one curl call.
-fn curl(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
-    if body.is_some() {
-        cmd.args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            "@-",
-        ]);
-    }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("curl runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let payload = body.unwrap_or("").as_bytes().to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&payload);
-    });
-    let out = child.wait_with_output().expect("curl runs");
-    let _ = writer.join();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let code: u16 = code.trim().parse().unwrap_or(0);
-    let body = if body.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()))
-    };
-    (code, body)
-}
-
 /// Polls `check` until it returns something (60 s at most: consumer groups take seconds
 /// to form on tansu).
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    rest::wait_for(what, Duration::from_secs(60), check)
+}
+
+/// A worker on a broker, serving REST on a free port.
+struct Worker(Api);
+
+impl std::ops::Deref for Worker {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.0
     }
 }
 
-struct Api {
-    base: String,
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Api {
+impl Worker {
     /// A worker on `broker` serving REST on a free port.
-    fn start(broker: &Broker, s: &Scratch, connectors: &[&Path]) -> Api {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let worker = broker.worker(
-            s,
-            json!({
-                "listeners": format!("http://127.0.0.1:{port}"),
-                "connector.storage.dir": s.path("connectors"),
-                "offset.storage.file.filename": s.path("offsets.json"),
-            }),
-        );
-        let child = sluice()
-            .args(["standalone", "--progress", "never", "--worker"])
-            .arg(&worker)
-            .args(connectors)
-            .env("RUST_LOG", "info")
-            .stderr(std::fs::File::create(s.path("sluice.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let api = Api {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-            log: s.path("sluice.log"),
-        };
-        wait_for("the REST API", || (api.get("/").0 == 200).then_some(()));
-        api
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        curl("GET", &format!("{}{path}", self.base), None)
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let body = body.map(Value::to_string);
-        curl(method, &format!("{}{path}", self.base), body.as_deref())
+    fn start(broker: &Broker, s: &Scratch, connectors: &[&Path]) -> Worker {
+        let keys = broker.worker(s, json!({"connector.storage.dir": s.path("connectors")}));
+        let keys: Value = serde_json::from_slice(&std::fs::read(keys).unwrap()).unwrap();
+        Worker(
+            Api::builder(s)
+                .worker(keys)
+                .env("RUST_LOG", "info")
+                .log("sluice.log")
+                .ready_within(Duration::from_secs(60))
+                .start(connectors),
+        )
     }
 
     fn stop(&self, name: &str) {
@@ -143,7 +68,7 @@ impl Api {
             assert!(
                 started.elapsed() < Duration::from_secs(60),
                 "{name}'s offsets are {now}, not {expected}; log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -159,7 +84,7 @@ impl Api {
         let (code, body) = self.call(
             "PATCH",
             &format!("/connectors/{name}/offsets"),
-            Some(change),
+            Some(&change.to_string()),
         );
         assert_eq!(code, 200, "{body}");
         assert_eq!(
@@ -317,7 +242,7 @@ fn written(out: &Path, from: usize) -> Vec<(i64, i64)> {
 /// Resumes the sink, waits until it wrote `expected.len()` more lines and committed up to
 /// `end`, stops it, and checks that exactly `expected` was written, each record once.
 fn resume_and_check(
-    api: &Api,
+    api: &Worker,
     out: &Path,
     topic_name: &str,
     end: &BTreeMap<i64, i64>,
@@ -384,7 +309,7 @@ fn sink_offsets_on_kafka_are_read_moved_and_reset_over_rest() {
     // The sink consumes everything, then is stopped: its offsets are the partitions' ends.
     let out = s.path("out.jsonl");
     let sink = s.connector("files", file_sink(&shop, &out, "envelope"));
-    let api = Api::start(&broker, &s, &[&sink]);
+    let api = Worker::start(&broker, &s, &[&sink]);
     wait_for("the sink to write every record", || {
         (read_lines(&out).len() >= 180).then_some(())
     });
@@ -444,7 +369,7 @@ fn source_offsets_on_kafka_round_trip_over_rest() {
     let mut sim = simulator(&shop, 100);
     sim["tasks.max"] = json!("2");
     let source = s.connector("sim", sim);
-    let api = Api::start(&broker, &s, &[&source]);
+    let api = Worker::start(&broker, &s, &[&source]);
     let offset_topic = format!("sluice-offsets-{}", std::process::id());
     let partition = |task: u64| json!({"scenario": "ecommerce", "task": task});
     let entry = |task: u64, seq: u64| json!({"partition": partition(task), "offset": {"seq": seq}});

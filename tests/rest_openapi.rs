@@ -6,134 +6,46 @@
 mod common;
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::rest::Api;
 use common::*;
 use serde_json::{Value, json};
 
-struct Api {
-    base: String,
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// (status, content type, body) of one curl call.
-fn curl(method: &str, url: &str, body: Option<&str>) -> (u16, String, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-s",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code} %{content_type}",
-        "-X",
-        method,
-        url,
-    ]);
-    if let Some(body) = body {
-        cmd.args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            body,
-        ]);
-    }
-    let out = cmd.stderr(Stdio::null()).output().expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let (code, content_type) = tail.split_once(' ').unwrap_or((tail, ""));
-    (
-        code.trim().parse().unwrap_or(0),
-        content_type.trim().to_string(),
-        body.to_string(),
-    )
+fn call(api: &Api, method: &str, path: &str, body: Option<&str>) -> (u16, String, String) {
+    let answer = api.request(method, path, body);
+    (answer.code, answer.content_type, answer.text)
 }
 
 fn json_of(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
-impl Api {
-    /// The binary with `connectors` (files) on a free port; its log goes to `sluice.log`
-    /// (a fuzz run may turn every logger to TRACE).
-    fn start(s: &Scratch, connectors: &[&Path]) -> Api {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let worker = s.path("worker.json");
-        std::fs::write(
-            &worker,
-            json!({
-                "listeners": format!("http://127.0.0.1:{port}"),
-                "offset.storage.file.filename": s.path("offsets.json"),
-                "offset.flush.interval.ms": "200",
-                "connector.storage.dir": s.path("stored"),
-            })
-            .to_string(),
-        )
-        .unwrap();
-        let log = s.path("sluice.log");
-        let child = sluice()
-            .args(["standalone", "--progress", "never", "--worker"])
-            .arg(&worker)
-            .args(connectors)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let api = Api {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-            log,
-        };
-        let started = Instant::now();
-        while api.call("GET", "/", None).0 != 200 {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "REST API did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+/// The binary with `connectors` (files) on a free port; its log goes to `sluice.log`
+/// (a fuzz run may turn every logger to TRACE).
+fn start(s: &Scratch, connectors: &[&Path]) -> Api {
+    Api::builder(s)
+        .worker(json!({"connector.storage.dir": s.path("stored")}))
+        .log("sluice.log")
+        .start(connectors)
+}
+
+/// Waits until `name` is listed (a create or a stop is carried out asynchronously).
+fn wait_state(api: &Api, name: &str, state: &str) {
+    let started = Instant::now();
+    loop {
+        let (code, _, body) = call(api, "GET", &format!("/connectors/{name}/status"), None);
+        if code == 200 && json_of(&body)["connector"]["state"] == state {
+            return;
         }
-        api
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String, String) {
-        curl(method, &format!("{}{path}", self.base), body)
-    }
-
-    /// The end of the worker's log, for failure messages.
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// Waits until `name` is listed (a create or a stop is carried out asynchronously).
-    fn wait_state(&self, name: &str, state: &str) {
-        let started = Instant::now();
-        loop {
-            let (code, _, body) = self.call("GET", &format!("/connectors/{name}/status"), None);
-            if code == 200 && json_of(&body)["connector"]["state"] == state {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "{name} never became {state}: {code} {body}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{name} never became {state}: {code} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -145,16 +57,16 @@ fn start_with_connectors(s: &Scratch) -> Api {
     let sim = s.connector("sim", sim);
     let files = s.connector("files", file_sink("shop", &s.path("out.jsonl"), "value"));
     let parked = s.connector("parked", simulator("parked", 10));
-    let api = Api::start(s, &[&sim, &files, &parked]);
-    let (code, _, body) = api.call("PUT", "/connectors/parked/stop", None);
+    let api = start(s, &[&sim, &files, &parked]);
+    let (code, _, body) = call(&api, "PUT", "/connectors/parked/stop", None);
     assert_eq!(code, 204, "{body}");
-    api.wait_state("parked", "STOPPED");
-    api.wait_state("sim", "RUNNING");
+    wait_state(&api, "parked", "STOPPED");
+    wait_state(&api, "sim", "RUNNING");
     api
 }
 
 fn fetch_document(api: &Api) -> Value {
-    let (code, content_type, body) = api.call("GET", "/openapi.json", None);
+    let (code, content_type, body) = call(api, "GET", "/openapi.json", None);
     assert_eq!(code, 200, "{body}");
     assert_eq!(content_type, "application/json");
     serde_json::from_str(&body).expect("the document is JSON")
@@ -208,7 +120,7 @@ fn openapi_document_is_valid_and_every_documented_operation_is_served() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("3."));
 
     // What the server answers for a path it has no route for.
-    let (code, _, unknown) = api.call("GET", "/no/such/route", None);
+    let (code, _, unknown) = call(&api, "GET", "/no/such/route", None);
     assert_eq!(code, 404);
     let unknown = json_of(&unknown)["message"].clone();
     assert!(unknown.is_string());
@@ -236,7 +148,7 @@ fn openapi_document_is_valid_and_every_documented_operation_is_served() {
             .collect::<Vec<_>>()
             .join("/");
         let body = operation.get("requestBody").map(|_| "{}");
-        let (code, content_type, answer) = api.call(method, &url, body);
+        let (code, content_type, answer) = call(&api, method, &url, body);
         let answer_json = json_of(&answer);
         assert!(
             !(code == 404 && answer_json["message"] == unknown) && code != 405 && code != 0,
@@ -245,7 +157,7 @@ fn openapi_document_is_valid_and_every_documented_operation_is_served() {
         assert!(
             code < 500,
             "{method} {url}: {code} {answer}\n{}",
-            api.log_tail()
+            api.log_tail(40)
         );
         let documented = &operation["responses"];
         assert!(
@@ -371,7 +283,7 @@ fn schemathesis_fuzzing_finds_no_server_error() {
     let Some(status) = status else {
         panic!(
             "schemathesis did not finish within {FUZZ_TIMEOUT:?}\n{out}\n{err}\n--- sluice:\n{}",
-            api.log_tail()
+            api.log_tail(40)
         );
     };
     assert!(
@@ -381,10 +293,10 @@ fn schemathesis_fuzzing_finds_no_server_error() {
     assert!(
         status.success(),
         "schemathesis found failures (exit {status}):\n{out}\n{err}\n--- sluice:\n{}",
-        api.log_tail()
+        api.log_tail(40)
     );
     eprintln!("schemathesis ran for {elapsed:?}");
     // The worker is still up and answering.
-    let (code, _, body) = api.call("GET", "/", None);
-    assert_eq!(code, 200, "{body}\n{}", api.log_tail());
+    let (code, _, body) = call(&api, "GET", "/", None);
+    assert_eq!(code, 200, "{body}\n{}", api.log_tail(40));
 }
