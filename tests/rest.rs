@@ -3,144 +3,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::rest::{Api, assert_error, task_states};
 use common::*;
 use serde_json::{Value, json};
-
-struct Api {
-    base: String,
-    child: Child,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// (status, body) of one curl call.
-fn curl(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
-    if body.is_some() {
-        // The body goes through stdin: it may be larger than an argument may be.
-        cmd.args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            "@-",
-        ]);
-    }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("curl runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let payload = body.unwrap_or("").as_bytes().to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&payload);
-    });
-    let out = child.wait_with_output().expect("curl runs");
-    let _ = writer.join();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let code: u16 = code.trim().parse().unwrap_or(0);
-    let body = if body.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()))
-    };
-    (code, body)
-}
-
-impl Api {
-    fn start(s: &Scratch, connectors: &[&std::path::Path]) -> Api {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let worker = s.path("worker.json");
-        std::fs::write(
-            &worker,
-            json!({
-                "listeners": format!("http://127.0.0.1:{port}"),
-                "offset.storage.file.filename": s.path("offsets.json"),
-                "offset.flush.interval.ms": "200",
-            })
-            .to_string(),
-        )
-        .unwrap();
-        let child = sluice()
-            .args(["standalone", "--progress", "never", "--worker"])
-            .arg(&worker)
-            .args(connectors)
-            .spawn()
-            .unwrap();
-        let api = Api {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-        };
-        let started = Instant::now();
-        while api.get("/").0 != 200 {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "REST API did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        api
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        curl("GET", &format!("{}{path}", self.base), None)
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        curl(method, &format!("{}{path}", self.base), body)
-    }
-
-    /// Polls the status until `check` holds (tasks start and stop asynchronously).
-    fn wait_status(&self, name: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let started = Instant::now();
-        loop {
-            let (code, status) = self.get(&format!("/connectors/{name}/status"));
-            if code == 200 && check(&status) {
-                return status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "status of {name} never matched: {code} {status}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn task_states(status: &Value) -> Vec<String> {
-    status["tasks"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .map(|t| t["state"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn assert_error(code: u16, body: &Value, expected: u16) {
-    assert_eq!(code, expected, "{body}");
-    assert_eq!(body["error_code"], json!(expected), "{body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "error without a message: {body}"
-    );
-}
 
 #[test]
 fn connector_lifecycle_over_http() {
@@ -249,9 +116,16 @@ fn connector_lifecycle_over_http() {
     // One task restarted on its own: the connector's other task keeps running.
     let two = json!({"connector.class": "SimulatorSource", "topic": "two", "seed": "3",
         "rate": "50", "tasks.max": "2"});
-    assert_eq!(api.call("PUT", "/connectors/two/config", Some(&two.to_string())).0, 201);
+    assert_eq!(
+        api.call("PUT", "/connectors/two/config", Some(&two.to_string()))
+            .0,
+        201
+    );
     api.wait_status("two", |s| task_states(s) == ["RUNNING", "RUNNING"]);
-    assert_eq!(api.call("POST", "/connectors/two/tasks/1/restart", None).0, 204);
+    assert_eq!(
+        api.call("POST", "/connectors/two/tasks/1/restart", None).0,
+        204
+    );
     api.wait_status("two", |s| task_states(s) == ["RUNNING", "RUNNING"]);
     assert_eq!(api.call("DELETE", "/connectors/two", None).0, 204);
 

@@ -4,220 +4,23 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::rest::{self, Answer, Api, free_port, worker_file};
 use common::*;
 use serde_json::{Value, json};
 
-/// One answer: status, body (JSON when it parses), response headers (lower-case names).
-struct Answer {
-    code: u16,
-    body: Value,
-    headers: Vec<(String, String)>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One curl call; `extra` are more curl arguments (credentials).
-fn curl(method: &str, url: &str, body: Option<&str>, extra: &[&str], scratch: &Path) -> Answer {
-    let headers_file = scratch.join(format!(
-        "headers-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
-        .arg("-D")
-        .arg(&headers_file)
-        .args(extra)
-        .arg(url);
-    if body.is_some() {
-        cmd.args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            "@-",
-        ]);
-    }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("curl runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let payload = body.unwrap_or("").as_bytes().to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&payload);
-    });
-    let out = child.wait_with_output().expect("curl runs");
-    let _ = writer.join();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let code: u16 = code.trim().parse().unwrap_or(0);
-    let body = if body.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()))
-    };
-    let headers = std::fs::read_to_string(&headers_file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let _ = std::fs::remove_file(&headers_file);
-    Answer {
-        code,
-        body,
-        headers,
-    }
-}
-
-/// A running `sluice standalone` with its REST API; its stderr goes to a file.
-struct Api {
-    base: String,
-    child: Child,
-    stderr: PathBuf,
-    scratch: PathBuf,
-    /// curl arguments sent with every call (credentials), unless a call gives its own.
-    credentials: Vec<String>,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The worker file: listener, offsets in the scratch directory, and `extra` keys.
-fn worker_file(s: &Scratch, port: u16, extra: Value) -> PathBuf {
-    let mut config = json!({
-        "listeners": format!("http://127.0.0.1:{port}"),
-        "offset.storage.file.filename": s.path("offsets.json"),
-        "offset.flush.interval.ms": "200",
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        config[k] = v.clone();
-    }
-    let path = s.path("worker.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    path
-}
-
-impl Api {
-    fn start(s: &Scratch, extra: Value, connectors: &[&Path]) -> Api {
-        Self::start_with(s, extra, connectors, &[])
-    }
-
-    fn start_with(s: &Scratch, extra: Value, connectors: &[&Path], credentials: &[&str]) -> Api {
-        let port = free_port();
-        let worker = worker_file(s, port, extra);
-        let stderr = s.path("stderr.log");
-        let child = sluice()
-            .args(["standalone", "--progress", "never", "--worker"])
-            .arg(&worker)
-            .args(connectors)
-            .current_dir(s.dir.path())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let api = Api {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-            stderr,
-            scratch: s.dir.path().to_path_buf(),
-            credentials: credentials.iter().map(|c| c.to_string()).collect(),
-        };
-        let started = Instant::now();
-        while api.get("/health").code != 200 {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "REST API did not come up: {}",
-                api.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        api
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> Answer {
-        let extra: Vec<&str> = self.credentials.iter().map(String::as_str).collect();
-        self.call_as(&extra, method, path, body)
-    }
-
-    fn call_as(&self, extra: &[&str], method: &str, path: &str, body: Option<&str>) -> Answer {
-        curl(
-            method,
-            &format!("{}{path}", self.base),
-            body,
-            extra,
-            &self.scratch,
-        )
-    }
-
-    fn get(&self, path: &str) -> Answer {
-        self.call("GET", path, None)
-    }
-
-    /// What the process wrote to stderr so far.
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Polls `GET path` until `check` holds.
-    fn wait_for(&self, path: &str, check: impl Fn(&Answer) -> bool) -> Answer {
-        let started = Instant::now();
-        loop {
-            let answer = self.get(path);
-            if check(&answer) {
-                return answer;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "GET {path} never matched: {} {}",
-                answer.code,
-                answer.body
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+/// The binary with `extra` worker keys and `connectors`, its stderr in `stderr.log`.
+fn start(s: &Scratch, extra: Value, connectors: &[&Path]) -> Api {
+    Api::builder(s)
+        .worker(extra)
+        .log("stderr.log")
+        .start(connectors)
 }
 
 fn assert_error(answer: &Answer, expected: u16) {
-    assert_eq!(answer.code, expected, "{}", answer.body);
-    assert_eq!(
-        answer.body["error_code"],
-        json!(expected),
-        "{}",
-        answer.body
-    );
-    assert!(
-        answer.body["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "error without a message: {}",
-        answer.body
-    );
+    rest::assert_error(answer.code, &answer.body, expected);
 }
 
 /// A simulator source on `shop` at 200 records/s and a FileSink reading it.
@@ -242,20 +45,20 @@ fn log_levels_change_at_runtime() {
     let s = Scratch::new();
     let (source, sink, out) = pipeline(&s);
     // The tests' RUST_LOG is `warn`.
-    let api = Api::start(&s, json!({}), &[&source, &sink]);
+    let api = start(&s, json!({}), &[&source, &sink]);
 
-    let all = api.get("/admin/loggers");
+    let all = api.fetch("/admin/loggers");
     assert_eq!(all.code, 200);
     assert_eq!(
         all.body,
         json!({"root": {"level": "WARN", "last_modified": null}})
     );
-    let root = api.get("/admin/loggers/root");
+    let root = api.fetch("/admin/loggers/root");
     assert_eq!(
         (root.code, root.body),
         (200, json!({"level": "WARN", "last_modified": null}))
     );
-    assert_error(&api.get("/admin/loggers/nobody::here"), 404);
+    assert_error(&api.fetch("/admin/loggers/nobody::here"), 404);
 
     // Records flow and offsets are committed every 200 ms, without a DEBUG line.
     let started = Instant::now();
@@ -272,14 +75,14 @@ fn log_levels_change_at_runtime() {
 
     // DEBUG for the source driver: its "offsets committed" lines appear, nobody else's.
     let before = api.log().len();
-    let put = api.call(
+    let put = api.request(
         "PUT",
         &format!("/admin/loggers/{SOURCE_DRIVER}"),
         Some(r#"{"level": "DEBUG"}"#),
     );
     assert_eq!(put.code, 200, "{}", put.body);
     assert_eq!(put.body, json!([SOURCE_DRIVER]));
-    let one = api.get(&format!("/admin/loggers/{SOURCE_DRIVER}"));
+    let one = api.fetch(&format!("/admin/loggers/{SOURCE_DRIVER}"));
     assert_eq!(one.code, 200);
     assert_eq!(one.body["level"], "DEBUG");
     assert!(
@@ -287,7 +90,7 @@ fn log_levels_change_at_runtime() {
         "{}",
         one.body
     );
-    let all = api.get("/admin/loggers").body;
+    let all = api.fetch("/admin/loggers").body;
     assert_eq!(all[SOURCE_DRIVER]["level"], "DEBUG", "{all}");
     assert_eq!(all["root"], json!({"level": "WARN", "last_modified": null}));
     let started = Instant::now();
@@ -316,7 +119,7 @@ fn log_levels_change_at_runtime() {
     }
 
     // Down again, through the parent namespace (which changes the child too).
-    let put = api.call(
+    let put = api.request(
         "PUT",
         "/admin/loggers/sluice_runtime",
         Some(r#"{"level": "info"}"#),
@@ -338,7 +141,7 @@ fn log_levels_change_at_runtime() {
         "sorted: {changed:?}"
     );
     assert_eq!(
-        api.get(&format!("/admin/loggers/{SOURCE_DRIVER}")).body["level"],
+        api.fetch(&format!("/admin/loggers/{SOURCE_DRIVER}")).body["level"],
         "INFO"
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -352,14 +155,14 @@ fn log_levels_change_at_runtime() {
     );
 
     // scope=cluster: a standalone worker is its own cluster; 204 as Kafka Connect.
-    let put = api.call(
+    let put = api.request(
         "PUT",
         "/admin/loggers/sluice_runtime?scope=cluster",
         Some(r#"{"level": "WARN"}"#),
     );
     assert_eq!(put.code, 204, "{}", put.body);
     assert_eq!(
-        api.get("/admin/loggers/sluice_runtime").body["level"],
+        api.fetch("/admin/loggers/sluice_runtime").body["level"],
         "WARN"
     );
 
@@ -372,11 +175,11 @@ fn log_levels_change_at_runtime() {
         r#"["DEBUG"]"#,
         "not json",
     ] {
-        let put = api.call("PUT", "/admin/loggers/sluice_runtime", Some(body));
+        let put = api.request("PUT", "/admin/loggers/sluice_runtime", Some(body));
         assert_error(&put, 400);
     }
     assert_error(
-        &api.call(
+        &api.request(
             "PUT",
             "/admin/loggers/bad=name",
             Some(r#"{"level": "DEBUG"}"#),
@@ -384,7 +187,7 @@ fn log_levels_change_at_runtime() {
         400,
     );
     assert_eq!(
-        api.get("/admin/loggers/sluice_runtime").body["level"],
+        api.fetch("/admin/loggers/sluice_runtime").body["level"],
         "WARN"
     );
 }
@@ -393,12 +196,11 @@ fn log_levels_change_at_runtime() {
 fn basic_authentication() {
     let s = Scratch::new();
     let users = s.write("users.txt", "# REST users\nadmin:s3cret:pw\nops:other\n");
-    let api = Api::start_with(
-        &s,
-        json!({"rest.auth": "basic", "rest.auth.credentials.file": users}),
-        &[],
-        &["-u", "admin:s3cret:pw"],
-    );
+    let api = Api::builder(&s)
+        .worker(json!({"rest.auth": "basic", "rest.auth.credentials.file": users}))
+        .log("stderr.log")
+        .credentials(&["-u", "admin:s3cret:pw"])
+        .start(&[]);
 
     for (who, extra) in [
         ("nobody", vec![]),
@@ -410,7 +212,7 @@ fn basic_authentication() {
         ),
     ] {
         for path in ["/connectors", "/", "/admin/loggers", "/no/such/path"] {
-            let answer = api.call_as(&extra, "GET", path, None);
+            let answer = api.request_as(&extra, "GET", path, None);
             assert_error(&answer, 401);
             let challenge = answer
                 .header("www-authenticate")
@@ -418,7 +220,7 @@ fn basic_authentication() {
             assert!(challenge.starts_with("Basic realm="), "{challenge}");
         }
         // Changes are refused too.
-        let answer = api.call_as(
+        let answer = api.request_as(
             &extra,
             "PUT",
             "/admin/loggers/root",
@@ -426,16 +228,16 @@ fn basic_authentication() {
         );
         assert_error(&answer, 401);
     }
-    assert_eq!(api.get("/admin/loggers/root").body["level"], "WARN");
+    assert_eq!(api.fetch("/admin/loggers/root").body["level"], "WARN");
 
     // The right credentials (either user), and /health for everyone.
-    assert_eq!(api.get("/connectors").body, json!([]));
-    assert_eq!(api.get("/connectors").code, 200);
+    assert_eq!(api.fetch("/connectors").body, json!([]));
+    assert_eq!(api.fetch("/connectors").code, 200);
     assert_eq!(
-        api.call_as(&["-u", "ops:other"], "GET", "/", None).code,
+        api.request_as(&["-u", "ops:other"], "GET", "/", None).code,
         200
     );
-    let health = api.call_as(&[], "GET", "/health", None);
+    let health = api.request_as(&[], "GET", "/health", None);
     assert_eq!(health.code, 200, "{}", health.body);
     assert_eq!(health.body["status"], "healthy");
 }
@@ -444,12 +246,11 @@ fn basic_authentication() {
 fn bearer_authentication() {
     let s = Scratch::new();
     let tokens = s.write("tokens.txt", "token-one\n\ntoken-two\n");
-    let api = Api::start_with(
-        &s,
-        json!({"rest.auth": "bearer", "rest.auth.token.file": tokens}),
-        &[],
-        &["-H", "Authorization: Bearer token-two"],
-    );
+    let api = Api::builder(&s)
+        .worker(json!({"rest.auth": "bearer", "rest.auth.token.file": tokens}))
+        .log("stderr.log")
+        .credentials(&["-H", "Authorization: Bearer token-two"])
+        .start(&[]);
 
     for (who, extra) in [
         ("nobody", vec![]),
@@ -464,7 +265,7 @@ fn bearer_authentication() {
         ("basic credentials", vec!["-u", "token-one:token-one"]),
     ] {
         for path in ["/connectors", "/connector-plugins", "/no/such/path"] {
-            let answer = api.call_as(&extra, "GET", path, None);
+            let answer = api.request_as(&extra, "GET", path, None);
             assert_error(&answer, 401);
             let challenge = answer
                 .header("www-authenticate")
@@ -474,23 +275,26 @@ fn bearer_authentication() {
     }
     let create = json!({"name": "files", "config": file_sink("shop", &s.path("o.jsonl"), "value")})
         .to_string();
-    assert_error(&api.call_as(&[], "POST", "/connectors", Some(&create)), 401);
+    assert_error(
+        &api.request_as(&[], "POST", "/connectors", Some(&create)),
+        401,
+    );
     assert_eq!(
-        api.get("/connectors").body,
+        api.fetch("/connectors").body,
         json!([]),
         "nothing was created"
     );
 
-    let created = api.call("POST", "/connectors", Some(&create));
+    let created = api.request("POST", "/connectors", Some(&create));
     assert_eq!(created.code, 201, "{}", created.body);
-    let other = api.call_as(
+    let other = api.request_as(
         &["-H", "Authorization: Bearer token-one"],
         "GET",
         "/connectors",
         None,
     );
     assert_eq!((other.code, other.body), (200, json!(["files"])));
-    assert_eq!(api.call_as(&[], "GET", "/health", None).code, 200);
+    assert_eq!(api.request_as(&[], "GET", "/health", None).code, 200);
 }
 
 #[test]
@@ -541,11 +345,11 @@ fn topics_of(answer: &Answer, name: &str) -> Vec<String> {
 fn active_topics_of_a_pipeline() {
     let s = Scratch::new();
     let (source, sink, out) = pipeline(&s);
-    let api = Api::start(&s, json!({}), &[&source, &sink]);
+    let api = start(&s, json!({}), &[&source, &sink]);
 
     // Both ends have seen "shop" once records flowed.
     for name in ["sim", "files"] {
-        let answer = api.wait_for(&format!("/connectors/{name}/topics"), |a| {
+        let answer = api.wait_until(&format!("/connectors/{name}/topics"), |a| {
             a.code == 200 && a.body[name]["topics"] == json!(["shop"])
         });
         assert_eq!(topics_of(&answer, name), ["shop"]);
@@ -553,8 +357,8 @@ fn active_topics_of_a_pipeline() {
 
     // Pause the source; once the sink has caught up, reset both: they stay empty while
     // nothing moves.
-    assert_eq!(api.call("PUT", "/connectors/sim/pause", None).code, 202);
-    api.wait_for("/connectors/sim/status", |a| {
+    assert_eq!(api.request("PUT", "/connectors/sim/pause", None).code, 202);
+    api.wait_until("/connectors/sim/status", |a| {
         a.body["tasks"][0]["state"] == "PAUSED"
     });
     let mut lines = read_lines(&out).len();
@@ -567,20 +371,20 @@ fn active_topics_of_a_pipeline() {
         lines = now;
     }
     for name in ["sim", "files"] {
-        let reset = api.call("PUT", &format!("/connectors/{name}/topics/reset"), None);
+        let reset = api.request("PUT", &format!("/connectors/{name}/topics/reset"), None);
         assert_eq!(reset.code, 202, "{}", reset.body);
         assert_eq!(reset.body, Value::Null, "no body");
     }
     std::thread::sleep(Duration::from_millis(500));
     for name in ["sim", "files"] {
-        let answer = api.get(&format!("/connectors/{name}/topics"));
+        let answer = api.fetch(&format!("/connectors/{name}/topics"));
         assert!(topics_of(&answer, name).is_empty(), "{}", answer.body);
     }
 
     // Resumed, the topic comes back on both sides.
-    assert_eq!(api.call("PUT", "/connectors/sim/resume", None).code, 202);
+    assert_eq!(api.request("PUT", "/connectors/sim/resume", None).code, 202);
     for name in ["sim", "files"] {
-        api.wait_for(&format!("/connectors/{name}/topics"), |a| {
+        api.wait_until(&format!("/connectors/{name}/topics"), |a| {
             a.body[name]["topics"] == json!(["shop"])
         });
     }
@@ -589,47 +393,50 @@ fn active_topics_of_a_pipeline() {
     let mut second = simulator("clicks", 0);
     second["rate"] = json!("100");
     let create = json!({"name": "sim2", "config": second}).to_string();
-    assert_eq!(api.call("POST", "/connectors", Some(&create)).code, 201);
-    api.wait_for("/connectors/sim2/topics", |a| {
+    assert_eq!(api.request("POST", "/connectors", Some(&create)).code, 201);
+    api.wait_until("/connectors/sim2/topics", |a| {
         a.body["sim2"]["topics"] == json!(["clicks"])
     });
     assert_eq!(
-        topics_of(&api.get("/connectors/sim/topics"), "sim"),
+        topics_of(&api.fetch("/connectors/sim/topics"), "sim"),
         ["shop"]
     );
 
     // Unknown connectors: 404 with the error shape.
-    assert_error(&api.get("/connectors/nope/topics"), 404);
-    assert_error(&api.call("PUT", "/connectors/nope/topics/reset", None), 404);
-    assert_eq!(api.call("DELETE", "/connectors/sim2", None).code, 204);
-    assert_error(&api.get("/connectors/sim2/topics"), 404);
+    assert_error(&api.fetch("/connectors/nope/topics"), 404);
+    assert_error(
+        &api.request("PUT", "/connectors/nope/topics/reset", None),
+        404,
+    );
+    assert_eq!(api.request("DELETE", "/connectors/sim2", None).code, 204);
+    assert_error(&api.fetch("/connectors/sim2/topics"), 404);
 }
 
 #[test]
 fn topic_tracking_switches() {
     let s = Scratch::new();
     let (source, sink, _) = pipeline(&s);
-    let api = Api::start(
+    let api = start(
         &s,
         json!({"topic.tracking.allow.reset": "false"}),
         &[&source, &sink],
     );
-    api.wait_for("/connectors/files/topics", |a| {
+    api.wait_until("/connectors/files/topics", |a| {
         a.body["files"]["topics"] == json!(["shop"])
     });
     assert_error(
-        &api.call("PUT", "/connectors/files/topics/reset", None),
+        &api.request("PUT", "/connectors/files/topics/reset", None),
         403,
     );
     assert_eq!(
-        topics_of(&api.get("/connectors/files/topics"), "files"),
+        topics_of(&api.fetch("/connectors/files/topics"), "files"),
         ["shop"]
     );
     drop(api);
 
     let s = Scratch::new();
     let (source, sink, out) = pipeline(&s);
-    let api = Api::start(
+    let api = start(
         &s,
         json!({"topic.tracking.enable": "false"}),
         &[&source, &sink],
@@ -639,9 +446,9 @@ fn topic_tracking_switches() {
         assert!(started.elapsed() < Duration::from_secs(20), "no records");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_error(&api.get("/connectors/files/topics"), 403);
+    assert_error(&api.fetch("/connectors/files/topics"), 403);
     assert_error(
-        &api.call("PUT", "/connectors/files/topics/reset", None),
+        &api.request("PUT", "/connectors/files/topics/reset", None),
         403,
     );
 }

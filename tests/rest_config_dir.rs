@@ -4,130 +4,40 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
+use common::rest::{self, Api};
 use common::*;
 use serde_json::{Value, json};
 
-/// (status, body) of one curl call.
-fn curl(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
-    if body.is_some() {
-        cmd.args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            "@-",
-        ]);
-    }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("curl runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let payload = body.unwrap_or("").as_bytes().to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&payload);
-    });
-    let out = child.wait_with_output().expect("curl runs");
-    let _ = writer.join();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let code: u16 = code.trim().parse().unwrap_or(0);
-    let body = if body.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()))
-    };
-    (code, body)
-}
-
 /// Polls `check` until it returns something (20 s at most).
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    rest::wait_for(what, Duration::from_secs(20), check)
 }
 
 /// A standalone worker watching `<scratch>/conf`, serving REST on a free port, its log
 /// (config-dir lines at info) in `<scratch>/sluice-<n>.log`.
-struct Sluice {
-    base: String,
-    child: Child,
-    log: PathBuf,
-}
+struct Sluice(Api);
 
-impl Drop for Sluice {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Sluice {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.0
     }
 }
 
 impl Sluice {
     fn start(s: &Scratch, run: u32) -> Sluice {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let worker = s.path("worker.json");
-        std::fs::write(
-            &worker,
-            json!({
-                "listeners": format!("http://127.0.0.1:{port}"),
-                "offset.storage.file.filename": s.path("offsets.json"),
-                "offset.flush.interval.ms": "200",
-            })
-            .to_string(),
+        Sluice(
+            Api::builder(s)
+                .env("RUST_LOG", "warn,sluice::config_dir=info")
+                .arg("--config-dir")
+                .arg(s.path("conf"))
+                .log(&format!("sluice-{run}.log"))
+                .start(&[]),
         )
-        .unwrap();
-        let log = s.path(&format!("sluice-{run}.log"));
-        let child = sluice()
-            .env("RUST_LOG", "warn,sluice::config_dir=info")
-            .args(["standalone", "--progress", "never", "--worker"])
-            .arg(&worker)
-            .arg("--config-dir")
-            .arg(s.path("conf"))
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let sluice = Sluice {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-            log,
-        };
-        wait_for("the REST API", || (sluice.get("/").0 == 200).then_some(()));
-        sluice
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        curl("GET", &format!("{}{path}", self.base), None)
-    }
-
-    fn call(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
-        curl(
-            method,
-            &format!("{}{path}", self.base),
-            Some(&body.to_string()),
-        )
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn names(&self) -> Vec<String> {
@@ -173,7 +83,7 @@ impl Sluice {
 
     fn assert_alive(&mut self) {
         assert!(
-            self.child.try_wait().unwrap().is_none(),
+            self.0.child.try_wait().unwrap().is_none(),
             "sluice exited: {}",
             self.log()
         );
@@ -263,7 +173,11 @@ fn files_in_the_config_dir_create_update_and_delete_connectors() {
     // REST changes the file's connector: REST's config holds until the file changes.
     let mut from_rest = files_v2.clone();
     from_rest["format"] = json!("value");
-    let (code, body) = sluice.call("PUT", "/connectors/files/config", &from_rest);
+    let (code, body) = sluice.call(
+        "PUT",
+        "/connectors/files/config",
+        Some(&from_rest.to_string()),
+    );
     assert_eq!(code, 200, "{body}");
     sluice.wait_config("files", &from_rest);
     // Fixing the invalid file is its next change: the file wins.
@@ -312,11 +226,7 @@ fn the_config_dir_is_the_truth_across_restarts() {
         sluice.wait_running("files");
         assert_eq!(sluice.names(), ["files", "sim"]);
         // Paused over REST: the state outlives a restart (the file holds only the config).
-        let (code, _) = curl(
-            "PUT",
-            &format!("{}/connectors/sim/pause", sluice.base),
-            None,
-        );
+        let (code, _) = sluice.call("PUT", "/connectors/sim/pause", None);
         assert_eq!(code, 202);
         // A second file naming the same connector is refused; the first keeps it.
         save(

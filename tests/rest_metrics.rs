@@ -6,104 +6,23 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::rest::Api;
 use common::*;
 use serde_json::{Value, json};
 
-struct Api {
-    base: String,
-    child: Child,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// (status, content type, body) of one curl call.
-fn curl(method: &str, url: &str) -> (u16, String, String) {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code} %{content_type}",
-            "-X",
-            method,
-            url,
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let (code, content_type) = tail.split_once(' ').unwrap_or((tail, ""));
-    (
-        code.trim().parse().unwrap_or(0),
-        content_type.trim().to_string(),
-        body.to_string(),
-    )
-}
-
-impl Api {
-    fn start(s: &Scratch, connectors: &[&std::path::Path]) -> Api {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let worker = s.path("worker.json");
-        std::fs::write(
-            &worker,
-            json!({
-                "listeners": format!("http://127.0.0.1:{port}"),
-                "offset.storage.file.filename": s.path("offsets.json"),
-                "offset.flush.interval.ms": "200",
-            })
-            .to_string(),
-        )
-        .unwrap();
-        let child = sluice()
-            .args(["standalone", "--progress", "never", "--worker"])
-            .arg(&worker)
-            .args(connectors)
-            .spawn()
-            .unwrap();
-        let api = Api {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-        };
-        let started = Instant::now();
-        while api.call("GET", "/").0 != 200 {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "REST API did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        api
-    }
-
-    fn call(&self, method: &str, path: &str) -> (u16, String, String) {
-        curl(method, &format!("{}{path}", self.base))
-    }
-
-    /// `GET /metrics`, parsed.
-    fn metrics(&self) -> Metrics {
-        let (code, content_type, body) = self.call("GET", "/metrics");
-        assert_eq!(code, 200, "{body}");
-        assert!(
-            content_type.starts_with("text/plain; version=0.0.4"),
-            "{content_type}"
-        );
-        Metrics::parse(&body)
-    }
+/// `GET /metrics`, parsed.
+fn scrape(api: &Api) -> Metrics {
+    let answer = api.request("GET", "/metrics", None);
+    assert_eq!(answer.code, 200, "{}", answer.text);
+    assert!(
+        answer.content_type.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        answer.content_type
+    );
+    Metrics::parse(&answer.text)
 }
 
 /// One sample as the Python parser read it.
@@ -287,7 +206,7 @@ fn metrics_count_what_the_pipeline_moved() {
     // and no lag), then check every number.
     let started = Instant::now();
     let m = loop {
-        let m = api.metrics();
+        let m = scrape(&api);
         let settled = CONNECTORS.iter().all(|c| {
             let polled = m.counter("sluice_records_polled_total", c);
             let out = m.counter("sluice_records_written_total", c)
@@ -395,11 +314,11 @@ fn metrics_count_what_the_pipeline_moved() {
     assert!(uptime.len() == 1 && uptime[0].value > 0.0, "{uptime:?}");
 
     // A paused task shows PAUSED; a deleted connector's series go away.
-    assert_eq!(api.call("PUT", "/connectors/all/pause").0, 202);
-    assert_eq!(api.call("DELETE", "/connectors/dlq").0, 204);
+    assert_eq!(api.call("PUT", "/connectors/all/pause", None).0, 202);
+    assert_eq!(api.call("DELETE", "/connectors/dlq", None).0, 204);
     let started = Instant::now();
     loop {
-        let m = api.metrics();
+        let m = scrape(&api);
         let paused = m.task_value("sluice_task_state", "all", &[("state", "PAUSED")]);
         let running = m.task_value("sluice_task_state", "all", &[("state", "RUNNING")]);
         if paused == 1.0 && running == 0.0 {

@@ -3,6 +3,7 @@
 
 pub mod kafka;
 pub mod pg_cluster;
+pub mod rest;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -379,6 +379,28 @@ impl Bus for KafkaBus {
         .await
     }
 
+    async fn delete_group(&self, group: &str) -> Result<(), BusError> {
+        let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
+        let results = self
+            .shared
+            .admin
+            .delete_groups(&[group], &options)
+            .await
+            .map_err(|e| client_error(&format!("deleting consumer group {group}"), e))?;
+        match results.into_iter().next() {
+            None | Some(Ok(_)) => Ok(()),
+            // A group never formed, or deleted by an earlier reset: reset already.
+            Some(Err((_, RDKafkaErrorCode::GroupIdNotFound))) => Ok(()),
+            Some(Err((_, RDKafkaErrorCode::NonEmptyGroup))) => Err(BusError::Client(format!(
+                "consumer group {group} is not empty: a member outside this worker still \
+                 consumes in it; stop it before resetting the offsets"
+            ))),
+            Some(Err((_, code))) => Err(BusError::Client(format!(
+                "deleting consumer group {group}: {code}"
+            ))),
+        }
+    }
+
     async fn offsets_for_time(
         &self,
         filter: &TopicFilter,

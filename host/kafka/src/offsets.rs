@@ -55,6 +55,12 @@ impl KafkaOffsetStore {
     }
 
     /// Reads the whole topic; the last value of each key wins (null deletes it).
+    ///
+    /// A partition is read until the consumer reports its end (`PartitionEOF`, from the
+    /// high watermark of the fetch responses), not up to the end `ListOffsets` answered:
+    /// some brokers (tansu 0.6) answer there the last batch's base offset + 1, which
+    /// stopped the read after the first record of the last batch, so offsets committed
+    /// together (several tasks or source partitions in one batch) came back stale.
     fn read_all(settings: &KafkaSettings, topic: &str) -> Result<HashMap<Vec<u8>, Value>, String> {
         let consumer: BaseConsumer = settings
             .reader()
@@ -64,28 +70,30 @@ impl KafkaOffsetStore {
             .fetch_metadata(Some(topic), TIMEOUT)
             .map_err(|e| format!("reading metadata: {e}"))?;
         let mut tpl = TopicPartitionList::new();
-        let mut ends = HashMap::new();
+        // Partitions still being read.
+        let mut reading = std::collections::HashSet::new();
         for t in metadata.topics() {
             for p in t.partitions() {
                 let (low, high) = consumer
                     .fetch_watermarks(topic, p.id(), TIMEOUT)
                     .map_err(|e| format!("reading partition {} bounds: {e}", p.id()))?;
+                // An empty partition is skipped (its end says so on every broker).
                 if high > low {
                     tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
                         .map_err(|e| e.to_string())?;
-                    ends.insert(p.id(), high);
+                    reading.insert(p.id());
                 }
             }
         }
         let mut entries = HashMap::new();
-        if ends.is_empty() {
+        if reading.is_empty() {
             return Ok(entries);
         }
         consumer
             .assign(&tpl)
             .map_err(|e| format!("assigning: {e}"))?;
         let deadline = std::time::Instant::now() + TIMEOUT;
-        while !ends.is_empty() {
+        while !reading.is_empty() {
             if std::time::Instant::now() > deadline {
                 return Err("timed out reading the offset topic".into());
             }
@@ -113,7 +121,7 @@ impl KafkaOffsetStore {
                 // is not used for that: tansu answers it with the first offset of the last
                 // batch + 1, which would stop before the newest offsets.
                 Some(Err(KafkaError::PartitionEOF(p))) => {
-                    ends.remove(&p);
+                    reading.remove(&p);
                 }
                 Some(Err(e)) => tracing::debug!(topic, error = %e, "reading offsets"),
                 None => {}

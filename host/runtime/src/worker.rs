@@ -843,14 +843,10 @@ impl Worker {
         let group = connector.group_id();
         let filter = connector.topic_filter();
         let positions: Vec<(String, i32, Option<i64>)> = match change {
-            OffsetChange::Reset => self
-                .bus
-                .group_offsets(&group, &filter)
-                .await
-                .map_err(bus_error)?
-                .into_iter()
-                .map(|p| (p.topic, p.partition, None))
-                .collect(),
+            // As Kafka Connect: the group goes, with every offset it committed; the tasks
+            // then start as a new group's (from the beginning, or from
+            // `consumer.override.start.timestamp`).
+            OffsetChange::Reset => return self.bus.delete_group(&group).await.map_err(bus_error),
             OffsetChange::ToTimestamp(ts) => self
                 .bus
                 .offsets_for_time(&filter, ts)

@@ -3,7 +3,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+
+use crate::types::ErrorBody;
 use sluice_runtime::worker::ControlError;
 
 #[derive(Debug)]
@@ -45,7 +46,10 @@ impl From<ControlError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error_code": self.status.as_u16(), "message": self.message});
+        let body = ErrorBody {
+            error_code: self.status.as_u16(),
+            message: self.message,
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -10,7 +10,9 @@ mod error;
 pub mod loggers;
 mod metrics;
 mod offsets;
+mod openapi;
 pub mod topics;
+pub mod types;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -21,7 +23,6 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use sluice_api::ConfigMap;
@@ -30,11 +31,27 @@ use sluice_runtime::status::StatusView;
 use sluice_runtime::validation::{ValidatedConnector, validate};
 use sluice_runtime::worker::{ConnectorState, TargetState, WorkerHandle};
 use sluice_runtime::{ConnectorDefinition, ConnectorProblem};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use types::{
+    ConfigInfos, ConfigKeyInfo, ConfigPatch, ConnectorConfig, ConnectorExpanded, ConnectorInfo,
+    ConnectorList, ConnectorName, ConnectorStatus, ConnectorType, CreateConnector, ErrorBody,
+    Expand, Health, HealthStatus, PluginInfo, ServerInfo, ShownConfig, TaskId, TaskInfo,
+    TaskStatus,
+};
 
 pub use error::ApiError;
 
 /// Request bodies larger than this are refused (413) before they are parsed.
 pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// The most `tasks.max` a connector created or changed over REST may ask for. Plugins
+/// make one task config per task (and the worker one task each), so an unbounded value
+/// (`"tasks.max": "3000000000"`) would exhaust the worker's memory; no connector needs
+/// more tasks than this on one worker.
+pub const MAX_TASKS: u32 = 10_000;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -55,56 +72,64 @@ pub struct ApiState {
     pub topic_tracking: topics::TopicTracking,
 }
 
+/// The API: every route, documented by `GET /openapi.json`, behind authentication.
 pub fn router(state: ApiState) -> Router {
     let auth = state.auth.clone();
-    Router::new()
-        .route("/", get(root))
-        .route("/health", get(health))
-        .route("/connectors", get(list_connectors).post(create_connector))
-        .route(
-            "/connectors/{name}",
-            get(get_connector).delete(delete_connector),
-        )
-        .route(
-            "/connectors/{name}/config",
-            get(get_config).put(put_config).patch(patch_config),
-        )
-        .route("/connectors/{name}/status", get(connector_status))
-        .route("/connectors/{name}/restart", post(restart_connector))
-        .route("/connectors/{name}/pause", put(pause_connector))
-        .route("/connectors/{name}/resume", put(resume_connector))
-        .route("/connectors/{name}/stop", put(stop_connector))
-        .route(
-            "/connectors/{name}/offsets",
-            get(offsets::get_offsets)
-                .patch(offsets::patch_offsets)
-                .delete(offsets::delete_offsets),
-        )
-        .route("/connectors/{name}/tasks", get(list_tasks))
-        .route("/connectors/{name}/tasks/{task}/status", get(task_status))
-        .route(
-            "/connectors/{name}/tasks/{task}/restart",
-            post(restart_task),
-        )
-        .route("/connector-plugins", get(list_plugins))
-        .route("/connector-plugins/{plugin}/config", get(plugin_config))
-        .route(
-            "/connector-plugins/{plugin}/config/validate",
-            put(validate_config),
-        )
-        .route("/connectors/{name}/topics", get(topics::get_topics))
-        .route("/connectors/{name}/topics/reset", put(topics::reset_topics))
-        .route("/admin/loggers", get(loggers::list_loggers))
-        .route("/admin/loggers/", get(loggers::list_loggers))
-        .route(
-            "/admin/loggers/{logger}",
-            get(loggers::get_logger).put(loggers::put_logger),
-        )
-        .route("/metrics", get(metrics::metrics))
+    let (routes, _) = api().split_for_parts();
+    routes
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
         .with_state(state)
+}
+
+/// The OpenAPI document of [`router`]'s routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi::complete(api().into_openapi())
+}
+
+/// Every route, each registered through `routes!`, which also adds the handler's
+/// `#[utoipa::path]` (path, method, parameters, bodies, responses) to the document: the
+/// router and the document cannot disagree. Register routes nowhere else. Handlers of one
+/// `routes!` share a path.
+fn api() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(root))
+        .routes(routes!(health))
+        .routes(routes!(list_connectors, create_connector))
+        .routes(routes!(get_connector, delete_connector))
+        .routes(routes!(get_config, put_config, patch_config))
+        .routes(routes!(connector_status))
+        .routes(routes!(restart_connector))
+        .routes(routes!(pause_connector))
+        .routes(routes!(resume_connector))
+        .routes(routes!(stop_connector))
+        .routes(routes!(
+            offsets::get_offsets,
+            offsets::patch_offsets,
+            offsets::delete_offsets
+        ))
+        .routes(routes!(list_tasks))
+        .routes(routes!(task_status))
+        .routes(routes!(restart_task))
+        .routes(routes!(list_plugins))
+        .routes(routes!(plugin_config))
+        .routes(routes!(validate_config))
+        .routes(routes!(topics::get_topics))
+        .routes(routes!(topics::reset_topics))
+        .routes(routes!(loggers::list_loggers))
+        .routes(routes!(loggers::list_loggers_slash))
+        .routes(routes!(loggers::get_logger, loggers::put_logger))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(openapi::openapi_json))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "HTTP method not allowed on this path",
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -167,36 +192,47 @@ fn query_bool(pairs: &[(String, String)], key: &str, default: bool) -> ApiResult
     }
 }
 
-async fn root(State(state): State<ApiState>) -> Json<Value> {
-    Json(json!({
-        "version": state.version,
-        "commit": option_env!("SLUICE_COMMIT").unwrap_or("unknown"),
-        "kafka_cluster_id": state.cluster_id,
-    }))
+#[utoipa::path(get, path = "/", tag = "server",
+    responses((status = 200, description = "The worker's version", body = ServerInfo)))]
+async fn root(State(state): State<ApiState>) -> Json<ServerInfo> {
+    Json(ServerInfo {
+        version: state.version.clone(),
+        commit: option_env!("SLUICE_COMMIT")
+            .unwrap_or("unknown")
+            .to_string(),
+        kafka_cluster_id: state.cluster_id.clone(),
+    })
 }
 
 /// KIP-1017: healthy when the worker carries out a request within a few seconds (it runs
 /// commands one at a time, so a stuck one shows here); 500 with the reason otherwise.
+#[utoipa::path(get, path = "/health", tag = "server", security(()),
+    responses(
+        (status = 200, description = "The worker carries out requests", body = Health),
+        (status = 500, description = "The worker is shutting down, or did not answer within 5 s",
+         body = Health),
+    ))]
 async fn health(State(state): State<ApiState>) -> Response {
     let answer = tokio::time::timeout(std::time::Duration::from_secs(5), state.worker.ping()).await;
-    let (status, health, message) = match answer {
+    let (code, status, message) = match answer {
         Ok(Ok(())) => (
             StatusCode::OK,
-            "healthy",
+            HealthStatus::Healthy,
             "Worker has completed startup and is ready to handle requests.",
         ),
         Ok(Err(_)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            "unhealthy",
+            HealthStatus::Unhealthy,
             "The worker is shutting down.",
         ),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            "unhealthy",
+            HealthStatus::Unhealthy,
             "The worker did not answer within 5 s: it is busy stopping or starting a connector.",
         ),
     };
-    (status, Json(json!({"status": health, "message": message}))).into_response()
+    let message = message.to_string();
+    (code, Json(Health { status, message })).into_response()
 }
 
 /// Keys whose values are never shown: passwords, secrets, and `config.secret.keys`.
@@ -210,7 +246,7 @@ fn is_secret(key: &str, extra: &[String]) -> bool {
 
 /// The config as shown: secret values `[hidden]`, unless they are placeholders
 /// (`${env:…}`, `${file:…}`), which show where the secret comes from, not the secret.
-pub fn shown_config(config: &ConfigMap) -> Map<String, Value> {
+pub fn shown_config(config: &ConfigMap) -> ShownConfig {
     let extra: Vec<String> = match config.get("config.secret.keys") {
         Some(Value::String(list)) => list.split(',').map(|k| k.trim().to_string()).collect(),
         _ => Vec::new(),
@@ -220,11 +256,11 @@ pub fn shown_config(config: &ConfigMap) -> Map<String, Value> {
         .map(|(k, v)| {
             let placeholder = v.as_str().is_some_and(|s| s.trim_start().starts_with("${"));
             let value = if is_secret(k, &extra) && !placeholder && !v.is_null() {
-                json!("[hidden]")
+                "[hidden]".to_string()
             } else {
                 match v {
-                    Value::String(_) => v.clone(),
-                    other => Value::String(other.to_string()),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
                 }
             };
             (k.clone(), value)
@@ -232,17 +268,23 @@ pub fn shown_config(config: &ConfigMap) -> Map<String, Value> {
         .collect()
 }
 
-fn info_json(c: &ConnectorState) -> Value {
+fn info_json(c: &ConnectorState) -> ConnectorInfo {
     let name = &c.definition.name;
-    let tasks: Vec<Value> = (0..c.tasks)
-        .map(|t| json!({"connector": name, "task": t}))
-        .collect();
-    json!({
-        "name": name,
-        "config": shown_config(&config_with_name(&c.definition)),
-        "tasks": tasks,
-        "type": if c.is_source { "source" } else { "sink" },
-    })
+    ConnectorInfo {
+        name: name.clone(),
+        config: shown_config(&config_with_name(&c.definition)),
+        tasks: (0..c.tasks)
+            .map(|task| TaskId {
+                connector: name.clone(),
+                task,
+            })
+            .collect(),
+        kind: if c.is_source {
+            ConnectorType::Source
+        } else {
+            ConnectorType::Sink
+        },
+    }
 }
 
 /// Kafka Connect's configs carry the name too.
@@ -262,10 +304,19 @@ async fn find(state: &ApiState, name: &str) -> ApiResult<ConnectorState> {
         .ok_or_else(|| ApiError::not_found(format!("Connector {name} not found")))
 }
 
+#[utoipa::path(get, path = "/connectors", tag = "connectors",
+    params(("expand" = inline(Option<Vec<Expand>>), Query, style = Form, explode,
+        description = "Answer an object by name with each connector's `status` and/or `info`")),
+    responses(
+        (status = 200, description = "The connectors' names, or with `expand` an object by name",
+         body = ConnectorList),
+        (status = 400, description = "An unknown `expand`", body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn list_connectors(
     State(state): State<ApiState>,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ConnectorList>> {
     let pairs = query_pairs(&query);
     let mut expand_status = false;
     let mut expand_info = false;
@@ -284,30 +335,25 @@ async fn list_connectors(
     }
     let connectors = state.worker.list().await?;
     if !expand_status && !expand_info {
-        let names: Vec<&str> = connectors
-            .iter()
-            .map(|c| c.definition.name.as_str())
-            .collect();
-        return Ok(Json(json!(names)));
+        let names = connectors.into_iter().map(|c| c.definition.name).collect();
+        return Ok(Json(ConnectorList::Names(names)));
     }
-    let mut out = Map::new();
-    for c in &connectors {
-        let mut entry = Map::new();
-        if expand_info {
-            entry.insert("info".into(), info_json(c));
-        }
-        if expand_status {
-            entry.insert(
-                "status".into(),
-                state
-                    .status
-                    .connector(&c.definition.name)
-                    .unwrap_or(Value::Null),
-            );
-        }
-        out.insert(c.definition.name.clone(), Value::Object(entry));
-    }
-    Ok(Json(Value::Object(out)))
+    let expanded = connectors
+        .iter()
+        .map(|c| {
+            let entry = ConnectorExpanded {
+                info: expand_info.then(|| info_json(c)),
+                status: expand_status.then(|| {
+                    state
+                        .status
+                        .connector(&c.definition.name)
+                        .unwrap_or(Value::Null)
+                }),
+            };
+            (c.definition.name.clone(), entry)
+        })
+        .collect();
+    Ok(Json(ConnectorList::Expanded(expanded)))
 }
 
 /// Validates a definition as `sluice validate` does; errors answer 400 with every message.
@@ -315,6 +361,13 @@ fn validated(state: &ApiState, definition: &ConnectorDefinition) -> ApiResult<Va
     let (problems, connector) = validate(definition, &state.registry);
     let errors: Vec<&ConnectorProblem> = problems.iter().filter(|p| p.is_error()).collect();
     match connector {
+        Some(c) if errors.is_empty() && c.common.tasks_max > MAX_TASKS => {
+            Err(ApiError::bad_request(format!(
+                "Connector configuration is invalid: tasks.max is {}, more than the {MAX_TASKS} \
+                 tasks a connector may have on this worker",
+                c.common.tasks_max
+            )))
+        }
         Some(c) if errors.is_empty() => Ok(c),
         _ => {
             let class = definition
@@ -351,6 +404,19 @@ fn definition_from(name: &str, config: Value, origin: &str) -> ApiResult<Connect
         .map_err(|p| ApiError::bad_request(p.issue.to_string()))
 }
 
+#[utoipa::path(post, path = "/connectors", tag = "connectors",
+    request_body(content = CreateConnector, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created (and started, unless `initial_state` says otherwise)",
+         body = ConnectorInfo),
+        (status = 400,
+         description = "The body is not such an object, or the config is invalid (every problem listed)",
+         body = ErrorBody),
+        (status = 409, description = "A connector of that name exists", body = ErrorBody),
+        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
+         body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn create_connector(
     State(state): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
@@ -407,25 +473,54 @@ async fn create_connector(
     Ok((StatusCode::CREATED, Json(info_json(&created))).into_response())
 }
 
+#[utoipa::path(get, path = "/connectors/{name}", tag = "connectors",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    responses(
+        (status = 200, description = "The connector", body = ConnectorInfo),
+        (status = 400, description = "The name is empty or has control characters",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn get_connector(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ConnectorInfo>> {
     let name = name_of(path)?;
     Ok(Json(info_json(&find(&state, &name).await?)))
 }
 
+#[utoipa::path(get, path = "/connectors/{name}/config", tag = "connectors",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    responses(
+        (status = 200, description = "The config, secrets hidden", body = BTreeMap<String, String>),
+        (status = 400, description = "The name is empty or has control characters",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn get_config(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ShownConfig>> {
     let name = name_of(path)?;
     let c = find(&state, &name).await?;
-    Ok(Json(Value::Object(shown_config(&config_with_name(
-        &c.definition,
-    )))))
+    Ok(Json(shown_config(&config_with_name(&c.definition))))
 }
 
+#[utoipa::path(put, path = "/connectors/{name}/config", tag = "connectors",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    request_body(content = ConnectorConfig, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The config was replaced; the tasks restart with it",
+         body = ConnectorInfo),
+        (status = 201, description = "A new connector was created with it", body = ConnectorInfo),
+        (status = 400, description = "The body is not an object, its name differs, or the config is invalid",
+         body = ErrorBody),
+        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
+         body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn put_config(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -447,6 +542,18 @@ async fn put_config(
 }
 
 /// Merges the body into the config; a null value removes its key.
+#[utoipa::path(patch, path = "/connectors/{name}/config", tag = "connectors",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    request_body(content = ConfigPatch, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The merged config is in force", body = ConnectorInfo),
+        (status = 400, description = "The body is not an object, or the merged config is invalid",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
+         body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn patch_config(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -475,6 +582,17 @@ async fn patch_config(
     Ok(Json(info_json(&find(&state, &name).await?)).into_response())
 }
 
+#[utoipa::path(delete, path = "/connectors/{name}", tag = "connectors",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    responses(
+        (status = 204, description = "Stopped and deleted, with its stored config and active topics"),
+        (status = 400, description = "The name is empty or has control characters",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
+         body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn delete_connector(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -484,6 +602,16 @@ async fn delete_connector(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/connectors/{name}/status", tag = "connectors",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    responses(
+        (status = 200, description = "The connector's and its tasks' states",
+         body = ConnectorStatus),
+        (status = 400, description = "The name is empty or has control characters",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn connector_status(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -498,6 +626,21 @@ async fn connector_status(
 }
 
 /// KIP-745: without `includeTasks`/`onlyFailed`, 204; with them, 202 and the status.
+#[utoipa::path(post, path = "/connectors/{name}/restart", tag = "connectors",
+    params(("name" = ConnectorName, Path, description = "The connector's name"),
+        ("includeTasks" = Option<bool>, Query,
+            description = "KIP-745: restart the tasks too and answer the status"),
+        ("onlyFailed" = Option<bool>, Query, description = "KIP-745: restart only failed tasks"),
+    ),
+    responses(
+        (status = 202, description = "With `includeTasks` or `onlyFailed`: restarting, and the status",
+         body = ConnectorStatus),
+        (status = 204, description = "Restarted"),
+        (status = 400, description = "A bad name, or a flag neither true nor false",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn restart_connector(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -526,6 +669,17 @@ async fn set_target(
     Ok(())
 }
 
+#[utoipa::path(put, path = "/connectors/{name}/pause", tag = "connectors",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    responses(
+        (status = 202, description = "Pausing: tasks stay assigned, records stop"),
+        (status = 400, description = "The name is empty or has control characters",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
+         body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn pause_connector(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -534,6 +688,17 @@ async fn pause_connector(
     Ok(StatusCode::ACCEPTED)
 }
 
+#[utoipa::path(put, path = "/connectors/{name}/resume", tag = "connectors",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    responses(
+        (status = 202, description = "Resuming a paused or stopped connector"),
+        (status = 400, description = "The name is empty or has control characters",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
+         body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn resume_connector(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -542,6 +707,17 @@ async fn resume_connector(
     Ok(StatusCode::ACCEPTED)
 }
 
+#[utoipa::path(put, path = "/connectors/{name}/stop", tag = "connectors",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    responses(
+        (status = 204, description = "Stopped: its tasks are shut down (its offsets may now change)"),
+        (status = 400, description = "The name is empty or has control characters",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
+         body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn stop_connector(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -551,10 +727,20 @@ async fn stop_connector(
 }
 
 /// The tasks' configs, from the stored (unresolved) config: secrets stay placeholders.
+#[utoipa::path(get, path = "/connectors/{name}/tasks", tag = "tasks",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    responses(
+        (status = 200, description = "The tasks and their configs, secrets hidden",
+         body = Vec<TaskInfo>),
+        (status = 400, description = "The name is empty or has control characters",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn list_tasks(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<TaskInfo>>> {
     let name = name_of(path)?;
     let c = find(&state, &name).await?;
     let config = config_with_name(&c.definition);
@@ -579,19 +765,19 @@ async fn list_tasks(
     let task_configs = plugin
         .and_then(|p| p.task_configs(&config, tasks_max).ok())
         .unwrap_or_else(|| vec![config.clone()]);
-    let tasks: Vec<Value> = task_configs
+    let tasks = task_configs
         .iter()
-        .take(c.tasks.max(1) as usize)
-        .enumerate()
-        .filter(|_| c.tasks > 0)
-        .map(|(i, tc)| {
-            json!({
-                "id": {"connector": name, "task": i},
-                "config": shown_config(tc),
-            })
+        .take(c.tasks as usize)
+        .zip(0..)
+        .map(|(tc, task)| TaskInfo {
+            id: TaskId {
+                connector: name.clone(),
+                task,
+            },
+            config: shown_config(tc),
         })
         .collect();
-    Ok(Json(json!(tasks)))
+    Ok(Json(tasks))
 }
 
 fn task_id(path: Result<Path<(String, String)>, PathRejection>) -> ApiResult<(String, u32)> {
@@ -603,6 +789,18 @@ fn task_id(path: Result<Path<(String, String)>, PathRejection>) -> ApiResult<(St
     Ok((name, task))
 }
 
+#[utoipa::path(get, path = "/connectors/{name}/tasks/{task}/status", tag = "tasks",
+    params(
+        ("name" = ConnectorName, Path, description = "The connector's name"),
+        ("task" = u32, Path, description = "The task's id, from 0"),
+    ),
+    responses(
+        (status = 200, description = "The task's state", body = TaskStatus),
+        (status = 400, description = "A bad name, or a task id that is not a number",
+         body = ErrorBody),
+        (status = 404, description = "No such connector or task", body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn task_status(
     State(state): State<ApiState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -618,7 +816,19 @@ async fn task_status(
         .ok_or_else(|| ApiError::not_found(format!("Task {name}-{task} not found")))
 }
 
-/// Restarts the connector's tasks (a single task cannot be restarted on its own yet).
+/// Restarts one task; the connector's other tasks keep running.
+#[utoipa::path(post, path = "/connectors/{name}/tasks/{task}/restart", tag = "tasks",
+    params(
+        ("name" = ConnectorName, Path, description = "The connector's name"),
+        ("task" = u32, Path, description = "The task's id, from 0"),
+    ),
+    responses(
+        (status = 204, description = "Restarted"),
+        (status = 400, description = "A bad name, or a task id that is not a number",
+         body = ErrorBody),
+        (status = 404, description = "No such connector or task", body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 async fn restart_task(
     State(state): State<ApiState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -628,53 +838,81 @@ async fn restart_task(
     if task >= c.tasks {
         return Err(ApiError::not_found(format!("Task {name}-{task} not found")));
     }
-    state.worker.restart(&name, false).await?;
+    state.worker.restart_task(&name, task).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/connector-plugins", tag = "plugins",
+    params(("connectorsOnly" = Option<bool>, Query,
+        description = "false: transforms, predicates and converters too (default true)")),
+    responses(
+        (status = 200, description = "The plugins", body = Vec<PluginInfo>),
+        (status = 400, description = "`connectorsOnly` neither true nor false", body = ErrorBody),
+    ))]
 async fn list_plugins(
     State(state): State<ApiState>,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<PluginInfo>>> {
     let connectors_only = query_bool(&query_pairs(&query), "connectorsOnly", true)?;
-    let plugins: Vec<Value> = state
+    let plugins = state
         .registry
         .all()
         .into_iter()
-        .filter(|(info, _)| {
-            !connectors_only || matches!(info.kind.as_str(), "source" | "sink")
-        })
-        .map(|(info, _)| {
-            json!({"class": info.class, "type": info.kind.as_str(), "version": info.version})
+        .filter(|(info, _)| !connectors_only || matches!(info.kind.as_str(), "source" | "sink"))
+        .map(|(info, _)| PluginInfo {
+            kind: info.kind.as_str().to_string(),
+            class: info.class,
+            version: info.version,
         })
         .collect();
-    Ok(Json(json!(plugins)))
+    Ok(Json(plugins))
 }
 
-fn plugin_schema(state: &ApiState, plugin: &str) -> ApiResult<(String, Value)> {
+/// The plugin of the path (its class or an alias): its class and config schema, or 404.
+fn plugin_schema(
+    state: &ApiState,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<(String, Value)> {
+    let Path(plugin) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     state
         .registry
         .all()
         .into_iter()
-        .find(|(info, _)| info.class == plugin || info.aliases.iter().any(|a| a == plugin))
+        .find(|(info, _)| info.class == plugin || info.aliases.contains(&plugin))
         .map(|(info, schema)| (info.class, schema))
         .ok_or_else(|| ApiError::not_found(format!("Unknown plugin {plugin}")))
 }
 
+#[utoipa::path(get, path = "/connector-plugins/{plugin}/config", tag = "plugins",
+    params(("plugin" = String, Path, description = "A plugin's class name or alias")),
+    responses(
+        (status = 200, description = "The plugin's config keys", body = Vec<ConfigKeyInfo>),
+        (status = 404, description = "No such plugin", body = ErrorBody),
+    ))]
 async fn plugin_config(
     State(state): State<ApiState>,
-    Path(plugin): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let (_, schema) = plugin_schema(&state, &plugin)?;
-    Ok(Json(json!(validate::definitions(&schema, "Connector"))))
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Vec<ConfigKeyInfo>>> {
+    let (_, schema) = plugin_schema(&state, path)?;
+    Ok(Json(validate::definitions(&schema, "Connector")))
 }
 
+#[utoipa::path(put, path = "/connector-plugins/{plugin}/config/validate", tag = "plugins",
+    params(("plugin" = String, Path, description = "A connector plugin's class name or alias")),
+    request_body(content = ConnectorConfig, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every key, with its errors (none when `error_count` is 0)",
+         body = ConfigInfos),
+        (status = 400, description = "The body is not an object, or its connector.class is another plugin",
+         body = ErrorBody),
+        (status = 404, description = "No such plugin", body = ErrorBody),
+    ))]
 async fn validate_config(
     State(state): State<ApiState>,
-    Path(plugin): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
-    let (class, _) = plugin_schema(&state, &plugin)?;
+) -> ApiResult<Json<ConfigInfos>> {
+    let (class, _) = plugin_schema(&state, path)?;
     let Value::Object(config) = json_body(body)? else {
         return Err(ApiError::bad_request("The config must be a JSON object"));
     };
@@ -686,7 +924,7 @@ async fn validate_config(
             .map(|p| p.as_plugin().info().class);
         if known.as_deref() != Some(class.as_str()) {
             return Err(ApiError::bad_request(format!(
-                "connector.class {given} does not match the plugin in the URL ({plugin})"
+                "connector.class {given} does not match the plugin in the URL ({class})"
             )));
         }
     }

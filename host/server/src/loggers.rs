@@ -24,6 +24,7 @@ use tracing::subscriber::Interest;
 use tracing::{Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;
 
+use crate::types::{ErrorBody, LoggerLevel, SetLevel};
 use crate::{ApiError, ApiState};
 
 /// Kafka Connect's name of the root logger.
@@ -351,11 +352,28 @@ fn logger_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErr
 }
 
 /// `GET /admin/loggers`
+#[utoipa::path(get, path = "/admin/loggers", tag = "admin",
+    responses((status = 200, description = "Every logger with a level of its own, and root",
+        body = BTreeMap<String, LoggerLevel>)))]
 pub async fn list_loggers(State(state): State<ApiState>) -> Json<Value> {
     Json(Value::Object(state.loggers.all()))
 }
 
+/// `GET /admin/loggers/`, as Kafka Connect also answers it.
+#[utoipa::path(get, path = "/admin/loggers/", tag = "admin",
+    responses((status = 200, description = "As `GET /admin/loggers`", body = BTreeMap<String, LoggerLevel>)))]
+pub async fn list_loggers_slash(state: State<ApiState>) -> Json<Value> {
+    list_loggers(state).await
+}
+
 /// `GET /admin/loggers/{logger}`
+#[utoipa::path(get, path = "/admin/loggers/{logger}", tag = "admin",
+    params(("logger" = String, Path, description = "A tracing target (`sluice_runtime::worker`) or `root`")),
+    responses(
+        (status = 200, description = "Its level, own or inherited", body = LoggerLevel),
+        (status = 404, description = "No callsite has this target and no level names it",
+         body = ErrorBody),
+    ))]
 pub async fn get_logger(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -370,6 +388,21 @@ pub async fn get_logger(
 
 /// `PUT /admin/loggers/{logger}` with `{"level": "DEBUG"}`; `?scope=worker` (the default)
 /// answers the loggers changed, `?scope=cluster` 204 (a standalone worker is its cluster).
+#[utoipa::path(put, path = "/admin/loggers/{logger}", tag = "admin",
+    params(("logger" = String, Path, description = "A tracing target (`sluice_runtime::worker`) or `root`"),
+        ("scope" = Option<String>, Query, example = "worker",
+            description = "`worker` (the default) or `cluster`, which answers 204; \
+                other values are taken as `worker`")),
+    request_body(content = SetLevel, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The loggers set: this one and every known one under it",
+         body = Vec<String>),
+        (status = 204, description = "`scope=cluster`: set"),
+        (status = 400,
+         description = "No or an unknown level, a body that is not an object, or a name a filter cannot hold",
+         body = ErrorBody),
+        (status = 500, description = "The new filter could not be installed", body = ErrorBody),
+    ))]
 pub async fn put_logger(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,

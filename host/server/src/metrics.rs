@@ -31,6 +31,13 @@ const TASK_STATES: [TaskState; 6] = [
     TaskState::Restarting,
 ];
 
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    responses(
+        (status = 200, description = "The worker's metrics (docs/rest.md)",
+         content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 500, description = "The metrics could not be encoded",
+         body = crate::types::ErrorBody),
+    ))]
 pub(crate) async fn metrics(State(state): State<ApiState>) -> Response {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape::take(&state)));

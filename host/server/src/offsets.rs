@@ -6,22 +6,39 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_runtime::worker::{ConnectorOffset, OffsetChange};
 
+use crate::types::{ConnectorName, ErrorBody, Message, Offsets, OffsetsChange, PartitionOffset};
 use crate::{ApiError, ApiResult, ApiState, json_body, name_of};
 
+#[utoipa::path(get, path = "/connectors/{name}/offsets", tag = "offsets",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    responses(
+        (status = 200,
+         description = "The committed offsets: a source's own, a sink's consumer-group positions",
+         body = Offsets),
+        (status = 400, description = "The name is empty or has control characters",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 500, description = "The offsets could not be read or written (offset store, or Kafka)",
+         body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 pub async fn get_offsets(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Offsets>> {
     let name = name_of(path)?;
     let offsets = state.worker.offsets(&name).await?;
-    let offsets: Vec<Value> = offsets
+    let offsets = offsets
         .into_iter()
-        .map(|o| json!({"partition": o.partition, "offset": o.offset}))
+        .map(|o| PartitionOffset {
+            partition: o.partition,
+            offset: o.offset.unwrap_or(Value::Null),
+        })
         .collect();
-    Ok(Json(json!({ "offsets": offsets })))
+    Ok(Json(Offsets { offsets }))
 }
 
 fn parse_timestamp(value: &Value) -> ApiResult<i64> {
@@ -99,29 +116,56 @@ fn parse_change(body: Value) -> ApiResult<OffsetChange> {
     Ok(OffsetChange::Alter(offsets))
 }
 
+#[utoipa::path(patch, path = "/connectors/{name}/offsets", tag = "offsets",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    request_body(content = OffsetsChange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Altered", body = Message),
+        (status = 400,
+         description = "The connector is not STOPPED, the body is not such an object, or the \
+            offsets cannot change (a sink on the embedded bus)",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 500, description = "The offsets could not be read or written (offset store, or Kafka)",
+         body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 pub async fn patch_offsets(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Message>> {
     let name = name_of(path)?;
     let change = parse_change(json_body(body)?)?;
     state.worker.change_offsets(&name, change).await?;
-    Ok(Json(
-        json!({"message": "The offsets for this connector have been altered successfully"}),
-    ))
+    Ok(Json(Message {
+        message: "The offsets for this connector have been altered successfully".into(),
+    }))
 }
 
+#[utoipa::path(delete, path = "/connectors/{name}/offsets", tag = "offsets",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    responses(
+        (status = 200, description = "Reset", body = Message),
+        (status = 400,
+         description = "The connector is not STOPPED, or its offsets cannot change (a sink on \
+            the embedded bus)",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 500, description = "The offsets could not be read or written (offset store, or Kafka)",
+         body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 pub async fn delete_offsets(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Message>> {
     let name = name_of(path)?;
     state
         .worker
         .change_offsets(&name, OffsetChange::Reset)
         .await?;
-    Ok(Json(
-        json!({"message": "The offsets for this connector have been reset successfully"}),
-    ))
+    Ok(Json(Message {
+        message: "The offsets for this connector have been reset successfully".into(),
+    }))
 }

@@ -6,10 +6,12 @@ use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
 use sluice_runtime::metrics::ConnectorMetrics;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
+use crate::types::{ActiveTopics, ConnectorName, ErrorBody};
 use crate::{ApiError, ApiState, name_of};
 
 /// The connector's counters (where its active topics are), or 404.
@@ -36,17 +38,40 @@ async fn connector_metrics(
 }
 
 /// `GET /connectors/{name}/topics` → `{"<name>": {"topics": [...]}}`, topics sorted.
+#[utoipa::path(get, path = "/connectors/{name}/topics", tag = "topics",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    responses(
+        (status = 200, description = "The topics, sorted, under the connector's name",
+         body = BTreeMap<String, ActiveTopics>),
+        (status = 400, description = "The name is empty or has control characters",
+         body = ErrorBody),
+        (status = 403, description = "topic.tracking.enable is false", body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 pub async fn get_topics(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BTreeMap<String, ActiveTopics>>, ApiError> {
     let (name, metrics) = connector_metrics(&state, path).await?;
-    let mut body = serde_json::Map::new();
-    body.insert(name, json!({"topics": metrics.topics.list()}));
-    Ok(Json(Value::Object(body)))
+    let topics = ActiveTopics {
+        topics: metrics.topics.list(),
+    };
+    Ok(Json(BTreeMap::from([(name, topics)])))
 }
 
 /// `PUT /connectors/{name}/topics/reset` → 202 without a body, as Kafka Connect answers.
+#[utoipa::path(put, path = "/connectors/{name}/topics/reset", tag = "topics",
+    params(("name" = ConnectorName, Path, description = "The connector's name")),
+    responses(
+        (status = 202, description = "The set was emptied"),
+        (status = 400, description = "The name is empty or has control characters",
+         body = ErrorBody),
+        (status = 403, description = "topic.tracking.enable or topic.tracking.allow.reset is false",
+         body = ErrorBody),
+        (status = 404, description = "No such connector", body = ErrorBody),
+        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+    ))]
 pub async fn reset_topics(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,

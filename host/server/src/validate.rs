@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sluice_api::{Severity, schema_of};
 use sluice_runtime::ConnectorDefinition;
 use sluice_runtime::connector::CommonConfig;
 use sluice_runtime::registry::PluginRegistry;
 use sluice_runtime::validation::validate;
+
+use crate::types::{ConfigInfo, ConfigInfos, ConfigKeyInfo, ConfigValueInfo};
 
 fn kafka_type(name: &str, property: &Value) -> &'static str {
     let lower = name.to_ascii_lowercase();
@@ -34,16 +36,12 @@ fn kafka_type(name: &str, property: &Value) -> &'static str {
     }
 }
 
-fn default_text(property: &Value) -> Value {
-    match property.get("default") {
-        None | Some(Value::Null) => Value::Null,
-        Some(Value::String(s)) => json!(s),
-        Some(other) => json!(other.to_string()),
-    }
+fn default_text(property: &Value) -> Option<String> {
+    value_text(property.get("default"))
 }
 
 /// One `ConfigKeyInfo` per property of `schema`, in `group`.
-pub fn definitions(schema: &Value, group: &str) -> Vec<Value> {
+pub fn definitions(schema: &Value, group: &str) -> Vec<ConfigKeyInfo> {
     let required: Vec<&str> = schema["required"]
         .as_array()
         .map(|r| r.iter().filter_map(Value::as_str).collect())
@@ -55,30 +53,35 @@ pub fn definitions(schema: &Value, group: &str) -> Vec<Value> {
                 .iter()
                 .enumerate()
                 .map(|(order, (name, p))| {
-                    json!({
-                        "name": name,
-                        "type": kafka_type(name, p),
-                        "required": required.contains(&name.as_str()),
-                        "default_value": default_text(p),
-                        "importance": if required.contains(&name.as_str()) { "HIGH" } else { "MEDIUM" },
-                        "documentation": p.get("description").cloned().unwrap_or(json!("")),
-                        "group": group,
-                        "width": "NONE",
-                        "display_name": name,
-                        "dependents": [],
-                        "order": order as i64,
-                    })
+                    let required = required.contains(&name.as_str());
+                    ConfigKeyInfo {
+                        name: name.clone(),
+                        kind: kafka_type(name, p).to_string(),
+                        required,
+                        default_value: default_text(p),
+                        importance: if required { "HIGH" } else { "MEDIUM" }.to_string(),
+                        documentation: p
+                            .get("description")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        group: group.to_string(),
+                        width: "NONE".to_string(),
+                        display_name: name.clone(),
+                        dependents: Vec::new(),
+                        order: order as i64,
+                    }
                 })
                 .collect()
         })
         .unwrap_or_default()
 }
 
-fn value_text(value: Option<&Value>) -> Value {
+fn value_text(value: Option<&Value>) -> Option<String> {
     match value {
-        None | Some(Value::Null) => Value::Null,
-        Some(Value::String(s)) => json!(s),
-        Some(other) => json!(other.to_string()),
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
     }
 }
 
@@ -88,7 +91,7 @@ pub fn validate_response(
     registry: &PluginRegistry,
     class: &str,
     config: BTreeMap<String, Value>,
-) -> Value {
+) -> ConfigInfos {
     let name = config
         .get("name")
         .and_then(Value::as_str)
@@ -127,64 +130,53 @@ pub fn validate_response(
     defs.extend(definitions(&plugin_schema, class));
     let mut configs = Vec::new();
     let mut seen = Vec::new();
+    let value = |key: &str, value: Option<String>, errors: Vec<String>| ConfigValueInfo {
+        name: key.to_string(),
+        value,
+        recommended_values: Vec::new(),
+        errors,
+        visible: true,
+    };
     for def in defs {
-        let key = def["name"].as_str().unwrap_or_default().to_string();
+        let key = def.name.clone();
         if seen.contains(&key) {
             continue;
         }
-        seen.push(key.clone());
         let key_errors = errors.remove(&key).unwrap_or_default();
-        configs.push(json!({
-            "definition": def,
-            "value": {
-                "name": key,
-                "value": value_text(config.get(&key)),
-                "recommended_values": [],
-                "errors": key_errors,
-                "visible": true,
-            }
-        }));
+        configs.push(ConfigInfo {
+            value: value(&key, value_text(config.get(&key)), key_errors),
+            definition: Some(def),
+        });
+        seen.push(key);
     }
     // Keys no schema declares (transforms.*, overrides, or unknown), and their errors.
-    for (key, value) in &config {
+    for (key, given) in &config {
         if seen.contains(key) {
             continue;
         }
         let key_errors = errors.remove(key).unwrap_or_default();
-        configs.push(json!({
-            "definition": Value::Null,
-            "value": {
-                "name": key,
-                "value": value_text(Some(value)),
-                "recommended_values": [],
-                "errors": key_errors,
-                "visible": true,
-            }
-        }));
+        configs.push(ConfigInfo {
+            definition: None,
+            value: value(key, value_text(Some(given)), key_errors),
+        });
     }
     // Errors on keys that were not given (a required key missing) and general ones.
     for (key, key_errors) in errors {
-        configs.push(json!({
-            "definition": Value::Null,
-            "value": {"name": key, "value": Value::Null, "recommended_values": [], "errors": key_errors, "visible": true}
-        }));
+        configs.push(ConfigInfo {
+            definition: None,
+            value: value(&key, None, key_errors),
+        });
     }
     if !general.is_empty() {
-        configs.push(json!({
-            "definition": Value::Null,
-            "value": {"name": "", "value": Value::Null, "recommended_values": [], "errors": general, "visible": true}
-        }));
+        configs.push(ConfigInfo {
+            definition: None,
+            value: value("", None, general),
+        });
     }
-    let error_count: usize = configs
-        .iter()
-        .map(|c| c["value"]["errors"].as_array().map_or(0, Vec::len))
-        .sum();
-    let mut groups = vec![json!("Common")];
-    groups.push(json!(class));
-    let mut out = Map::new();
-    out.insert("name".into(), json!(class));
-    out.insert("error_count".into(), json!(error_count));
-    out.insert("groups".into(), Value::Array(groups));
-    out.insert("configs".into(), Value::Array(configs));
-    Value::Object(out)
+    ConfigInfos {
+        name: class.to_string(),
+        error_count: configs.iter().map(|c| c.value.errors.len()).sum(),
+        groups: vec!["Common".to_string(), class.to_string()],
+        configs,
+    }
 }

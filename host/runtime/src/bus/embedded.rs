@@ -301,6 +301,10 @@ impl Bus for EmbeddedBus {
         Err(embedded_offsets_unsupported())
     }
 
+    async fn delete_group(&self, _group: &str) -> Result<(), BusError> {
+        Err(embedded_offsets_unsupported())
+    }
+
     async fn offsets_for_time(
         &self,
         _filter: &TopicFilter,

@@ -151,6 +151,11 @@ pub trait Bus: Send + Sync {
         positions: &[(String, i32, Option<i64>)],
     ) -> Result<(), BusError>;
 
+    /// Deletes a consumer group (with no member running) and every offset it committed:
+    /// its next member starts as a new group's would. Kafka Connect's reset of a sink
+    /// connector's offsets; a group that does not exist is already reset.
+    async fn delete_group(&self, group: &str) -> Result<(), BusError>;
+
     /// For `{"timestamp": …}` offset changes: per partition of the matched topics, the
     /// first offset at or after `timestamp_ms` (the end when none is).
     async fn offsets_for_time(
