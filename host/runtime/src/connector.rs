@@ -259,9 +259,10 @@ pub struct CommonConfig {
     /// The plugin to run: its class name or an alias (see `sluice plugins`).
     #[serde(rename = "connector.class")]
     pub connector_class: String,
-    /// Most tasks to run. A connector may use fewer.
+    /// Most tasks to run (at most 10,000: each task is a configuration the connector builds
+    /// and a runtime task). A connector may use fewer.
     #[serde(rename = "tasks.max", default = "one")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 10000))]
     pub tasks_max: u32,
     /// Sink connectors: topics to consume (comma-separated).
     #[serde(default)]

@@ -33,9 +33,72 @@ pub struct Condition {
     value_whole: bool,
 }
 
+/// Longest condition accepted, in bytes.
+const MAX_LENGTH: usize = 4096;
+/// Deepest nesting of brackets accepted.
+const MAX_NESTING: usize = 32;
+/// Most operators accepted (each one is a level of the parsed tree).
+const MAX_OPERATORS: usize = 256;
+
+/// Bounds what reaches the parser and the evaluator. Both recurse once per nesting level
+/// and per operator of a chain, so an expression of a few thousand nested parentheses or
+/// `&&`s would overflow the stack and abort the whole process — which a stack overflow
+/// does without unwinding, so `catch_unwind` cannot help. Real conditions are far below
+/// these bounds.
+fn check_size(source: &str) -> Result<(), String> {
+    if source.len() > MAX_LENGTH {
+        return Err(format!(
+            "the condition is {} bytes long; at most {MAX_LENGTH} are accepted",
+            source.len()
+        ));
+    }
+    let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut previous = ' ';
+    let mut escaped = false;
+    for c in source.chars() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '&' | '|' if previous == c => operators += 1,
+            // `==`, `!=`, `<=`, `>=` are one operator each.
+            '=' if matches!(previous, '=' | '!' | '<' | '>') => {}
+            '!' | '?' | '+' | '-' | '*' | '/' | '%' | '<' | '>' | '=' => operators += 1,
+            _ => {}
+        }
+        previous = c;
+    }
+    if deepest > MAX_NESTING {
+        return Err(format!(
+            "the condition nests brackets {deepest} deep; at most {MAX_NESTING} are accepted"
+        ));
+    }
+    if operators > MAX_OPERATORS {
+        return Err(format!(
+            "the condition has {operators} operators; at most {MAX_OPERATORS} are accepted"
+        ));
+    }
+    Ok(())
+}
+
 impl Condition {
     /// Compiles `source`; the error is the parser's reason with its position.
     pub fn compile(source: &str) -> Result<Condition, String> {
+        check_size(source)?;
         let mut env = Env::stdlib();
         for extension in [
             cel::extensions::strings as fn(&mut Env) -> _,
@@ -372,5 +435,34 @@ impl Indexer for LazyObject<'_> {
         Self: 'v,
     {
         self.field(idx).map(to_val)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_conditions_are_refused_before_parsing() {
+        let nested = format!("{}true{}", "(".repeat(100), ")".repeat(100));
+        assert!(
+            Condition::compile(&nested)
+                .err()
+                .unwrap()
+                .contains("nests brackets")
+        );
+        let chain = vec!["true"; 2000].join(" && ");
+        assert!(Condition::compile(&chain).is_err());
+        let chain = vec!["value.a == 1"; 150].join(" || ");
+        assert!(
+            Condition::compile(&chain)
+                .err()
+                .unwrap()
+                .contains("operators")
+        );
+        // Brackets and operators inside strings do not count.
+        let quoted = format!("value.s == \"{}\"", "((((!!!!".repeat(40));
+        assert!(Condition::compile(&quoted).is_ok(), "{quoted}");
+        assert!(Condition::compile("(value.a > 1 && (value.b < 2 || value.c == 'x'))").is_ok());
     }
 }
