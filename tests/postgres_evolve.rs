@@ -499,7 +499,10 @@ fn two_sink_tasks_creating_the_tables_at_the_same_time_both_keep_running() {
             }),
         );
         let output = s.run(true, &[&sim, &pg, &dlq]);
-        let _ = psql(&format!("DROP SCHEMA IF EXISTS {}_dlq{round} CASCADE", schema.0));
+        let _ = psql(&format!(
+            "DROP SCHEMA IF EXISTS {}_dlq{round} CASCADE",
+            schema.0
+        ));
         assert!(
             output.status.success(),
             "round {round}: {:?}\n{}",
