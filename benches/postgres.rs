@@ -18,6 +18,11 @@
 //!
 //! After every run the table is checked (row count, distinct ids, sums) against the rows.
 //! The schema is dropped at the end.
+//!
+//! Besides wall time, each run reports CPU seconds from `/proc` (Linux): the client (psql,
+//! sluice, or this process for the unnest statement), PostgreSQL's processes (when the
+//! server runs on this machine) and everything else on the machine, whose share shows
+//! when other work disturbed a run.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -31,6 +36,9 @@ const FILTER: &str = r#"value.event_type == "purchase" && value.price != null"#;
 const COLUMNS: &str = "event_id, user_id, event_type, product_id, \"timestamp\", price";
 /// Tasks of the source and of the sink, and partitions of the topic between them.
 const TASKS: u32 = 2;
+/// Records per sink `put`, one transaction each (the worker's default of 500 spends more
+/// on transactions than on rows), written by one statement (`batch.size`).
+const POLL_RECORDS: u32 = 10_000;
 
 fn database_url() -> String {
     std::env::var("DATABASE_URL")
@@ -202,16 +210,110 @@ fn copy_file(rows: &[Purchase], path: &Path) {
     std::fs::write(path, text).expect("write the COPY file");
 }
 
-fn run_copy(table: &str, path: &Path) -> Duration {
-    let started = Instant::now();
-    psql(&format!(
-        "\\copy {table} ({COLUMNS}) FROM '{}'",
-        path.display()
-    ));
-    started.elapsed()
+/// CPU seconds, from `/proc` (zeros where there is none).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    /// This process and its waited-for children (psql, sluice).
+    client: f64,
+    /// Every `postgres` process (exited backends count in the postmaster's children).
+    server: f64,
+    /// Everything on the machine.
+    machine: f64,
 }
 
-fn run_sluice(dir: &Path, table: &str, max_events: u64, upsert: bool) -> Duration {
+/// Clock ticks per second of `/proc`'s CPU times (USER_HZ, 100 on Linux).
+const TICKS: f64 = 100.0;
+
+/// utime + stime + cutime + cstime of a `/proc/<pid>/stat`, in seconds.
+fn process_cpu(stat: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    // The command name may hold spaces: the fields that follow start after its ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // proc(5) fields 14-17; `rest` starts at field 3.
+    let ticks: f64 = fields
+        .get(11..15)?
+        .iter()
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    Some(ticks / TICKS)
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let server = std::fs::read_dir("/proc")
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| {
+                        std::fs::read_to_string(e.path().join("comm"))
+                            .is_ok_and(|c| c.trim() == "postgres")
+                    })
+                    .filter_map(|e| process_cpu(&e.path().join("stat")))
+                    .sum()
+            })
+            .unwrap_or(0.0);
+        // /proc/stat: "cpu user nice system idle iowait irq softirq steal ...".
+        let machine = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                let v: Vec<f64> = s
+                    .lines()
+                    .next()?
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|i| v.get(*i)).sum();
+                Some(busy / TICKS)
+            })
+            .unwrap_or(0.0);
+        Cpu {
+            client: process_cpu(Path::new("/proc/self/stat")).unwrap_or(0.0),
+            server,
+            machine,
+        }
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            client: self.client - before.client,
+            server: self.server - before.server,
+            machine: self.machine - before.machine,
+        }
+    }
+}
+
+/// One timed run: wall time and the CPU it took.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    elapsed: Duration,
+    cpu: Cpu,
+}
+
+/// Times `work`; CPU is read a moment after, once the server has reaped the run's
+/// backends (their time then counts in the postmaster's children).
+fn measure(work: impl FnOnce()) -> Run {
+    let before = Cpu::now();
+    let started = Instant::now();
+    work();
+    let elapsed = started.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    Run {
+        elapsed,
+        cpu: Cpu::now().since(before),
+    }
+}
+
+fn run_copy(table: &str, path: &Path) -> Run {
+    measure(|| {
+        psql(&format!(
+            "\\copy {table} ({COLUMNS}) FROM '{}'",
+            path.display()
+        ));
+    })
+}
+
+fn run_sluice(dir: &Path, table: &str, max_events: u64, upsert: bool) -> Run {
     let mut source = simulator_config(max_events);
     source["name"] = json!("sim");
     source["transforms"] = json!("purchases");
@@ -224,6 +326,7 @@ fn run_sluice(dir: &Path, table: &str, max_events: u64, upsert: bool) -> Duratio
         "tasks.max": TASKS,
         "connection.url": database_url(),
         "table.name.format": table,
+        "batch.size": POLL_RECORDS,
     });
     if upsert {
         sink["insert.mode"] = json!("upsert");
@@ -235,6 +338,7 @@ fn run_sluice(dir: &Path, table: &str, max_events: u64, upsert: bool) -> Duratio
     let worker = json!({
         "offset.storage.file.filename": offsets,
         "embedded.default.partitions": TASKS,
+        "consumer.max.poll.records": POLL_RECORDS,
     });
     let files: Vec<PathBuf> = [("sim", source), ("pg", sink), ("worker", worker)]
         .into_iter()
@@ -244,27 +348,26 @@ fn run_sluice(dir: &Path, table: &str, max_events: u64, upsert: bool) -> Duratio
             path
         })
         .collect();
-    let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .env("RUST_LOG", "warn")
-        .arg("standalone")
-        .arg("--drain")
-        .arg("--worker")
-        .arg(&files[2])
-        .arg(&files[0])
-        .arg(&files[1])
-        .output()
-        .expect("run sluice");
-    let elapsed = started.elapsed();
-    assert!(
-        output.status.success(),
-        "sluice failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    elapsed
+    measure(|| {
+        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .env("RUST_LOG", "warn")
+            .arg("standalone")
+            .arg("--drain")
+            .arg("--worker")
+            .arg(&files[2])
+            .arg(&files[0])
+            .arg(&files[1])
+            .output()
+            .expect("run sluice");
+        assert!(
+            output.status.success(),
+            "sluice failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    })
 }
 
-async fn run_unnest_upsert(table: &str, rows: &[Purchase]) -> Duration {
+async fn run_unnest_upsert(table: &str, rows: &[Purchase]) -> Run {
     let (client, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
         .await
         .expect("connect");
@@ -296,6 +399,7 @@ async fn run_unnest_upsert(table: &str, rows: &[Purchase]) -> Duration {
         })
         .collect();
     let prices: Vec<&str> = rows.iter().map(|r| r.price.as_str()).collect();
+    let before = Cpu::now();
     let started = Instant::now();
     let written = client
         .execute(
@@ -306,7 +410,12 @@ async fn run_unnest_upsert(table: &str, rows: &[Purchase]) -> Duration {
         .expect("unnest upsert");
     let elapsed = started.elapsed();
     assert_eq!(written, rows.len() as u64);
-    elapsed
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Run {
+        elapsed,
+        cpu: Cpu::now().since(before),
+    }
 }
 
 fn main() {
@@ -351,11 +460,23 @@ fn main() {
         "INSERT ... unnest ... ON CONFLICT (1 statement)",
         "sluice upsert (standalone --drain)",
     ];
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); names.len()];
+    let show = |label: &str, name: &str, run: &Run| {
+        let c = run.cpu;
+        println!(
+            "{label:<8} {name:<48} {:>7.3}s {:>9.0} rows/s   CPU s: client {:>5.2} \
+             server {:>5.2} other {:>5.2}",
+            run.elapsed.as_secs_f64(),
+            wanted as f64 / run.elapsed.as_secs_f64(),
+            c.client,
+            c.server,
+            (c.machine - c.client - c.server).max(0.0)
+        )
+    };
     for round in 0..rounds {
         for (n, name) in names.iter().enumerate() {
             fresh_table(&table);
-            let elapsed = match n {
+            let run = match n {
                 0 => run_copy(&table, &copy_path),
                 1 => run_sluice(dir.path(), &table, max_events, false),
                 2 => runtime.block_on(run_unnest_upsert(&table, &rows)),
@@ -363,32 +484,27 @@ fn main() {
             };
             let got = summary(&table);
             assert_eq!(got, expected, "{name}: the table differs from the rows");
-            println!(
-                "round {}: {name:<48} {:>7.3}s",
-                round + 1,
-                elapsed.as_secs_f64()
-            );
-            times[n].push(elapsed);
+            show(&format!("round {}", round + 1), name, &run);
+            runs[n].push(run);
         }
     }
 
     let rate = |d: Duration| wanted as f64 / d.as_secs_f64();
-    let medians: Vec<Duration> = times
-        .iter_mut()
-        .map(|t| {
-            t.sort();
-            t[t.len() / 2]
-        })
-        .collect();
-    println!("\n{wanted} rows; median of {rounds} [fastest..slowest]");
+    // Each method's median run (by wall time), shown with its CPU figures.
+    for r in &mut runs {
+        r.sort_by_key(|run| run.elapsed);
+    }
+    let medians: Vec<Duration> = runs.iter().map(|r| r[r.len() / 2].elapsed).collect();
+    println!("\n{wanted} rows; the median of {rounds} runs");
     for (n, name) in names.iter().enumerate() {
-        let t = &times[n];
+        show("median", name, &runs[n][runs[n].len() / 2]);
+    }
+    for (n, name) in names.iter().enumerate() {
+        let r = &runs[n];
         println!(
-            "{name:<48} {:>7.3}s {:>9.0} rows/s  [{:.3}..{:.3}s]",
-            medians[n].as_secs_f64(),
-            rate(medians[n]),
-            t[0].as_secs_f64(),
-            t[t.len() - 1].as_secs_f64()
+            "  {name:<48} fastest {:.3}s, slowest {:.3}s",
+            r[0].elapsed.as_secs_f64(),
+            r[r.len() - 1].elapsed.as_secs_f64()
         );
     }
     println!(

@@ -104,10 +104,11 @@ pub(crate) enum Cell<'a> {
     Text(Cow<'a, str>),
     Uuid([u8; 16]),
     /// `timestamp` / `timestamptz`: microseconds since 2000-01-01 00:00 (UTC for
-    /// `timestamptz`, wall time for `timestamp`), PostgreSQL's own representation.
-    Micros(i64),
-    /// `date`: days since 2000-01-01.
-    Days(i32),
+    /// `timestamptz`, wall time for `timestamp`), PostgreSQL's own representation; and
+    /// the string it was read from, which the type's input reads as the same value.
+    Micros(i64, Option<&'a str>),
+    /// `date`: days since 2000-01-01, and the string it was read from.
+    Days(i32, Option<&'a str>),
 }
 
 /// 2000-01-01T00:00:00Z, PostgreSQL's epoch, in Unix microseconds.
@@ -158,8 +159,8 @@ impl Cell<'_> {
                 out.put_slice(text.as_bytes());
             }
             Cell::Uuid(bytes) => out.put_slice(bytes),
-            Cell::Micros(us) => out.put_i64(*us),
-            Cell::Days(days) => out.put_i32(*days),
+            Cell::Micros(us, _) => out.put_i64(*us),
+            Cell::Days(days, _) => out.put_i32(*days),
         }
         Ok(IsNull::No)
     }
@@ -177,7 +178,8 @@ impl Cell<'_> {
             Cell::Uuid(bytes) => {
                 Cow::Owned(uuid::Uuid::from_bytes(*bytes).hyphenated().to_string())
             }
-            Cell::Micros(us) => {
+            Cell::Micros(_, Some(text)) | Cell::Days(_, Some(text)) => Cow::Borrowed(text),
+            Cell::Micros(us, None) => {
                 let t =
                     chrono::DateTime::from_timestamp_micros(us.saturating_add(PG_EPOCH_MICROS))?;
                 Cow::Owned(if kind == TypeKind::Timestamptz {
@@ -186,7 +188,7 @@ impl Cell<'_> {
                     t.format("%Y-%m-%d %H:%M:%S%.f").to_string()
                 })
             }
-            Cell::Days(days) => Cow::Owned(
+            Cell::Days(days, None) => Cow::Owned(
                 chrono::NaiveDate::from_num_days_from_ce_opt(
                     days.checked_add(PG_EPOCH_DAYS_FROM_CE)?,
                 )?
@@ -229,11 +231,11 @@ impl Cell<'_> {
                 out.push(6);
                 out.extend_from_slice(bytes);
             }
-            Cell::Micros(us) => {
+            Cell::Micros(us, _) => {
                 out.push(7);
                 out.extend_from_slice(&us.to_le_bytes());
             }
-            Cell::Days(days) => {
+            Cell::Days(days, _) => {
                 out.push(8);
                 out.extend_from_slice(&days.to_le_bytes());
             }
@@ -600,7 +602,7 @@ fn micros(t: chrono::NaiveDateTime) -> Option<i64> {
     use chrono::{Datelike, Timelike};
     let exact = (1..=9999).contains(&t.year())
         && t.nanosecond() < 1_000_000_000
-        && t.nanosecond() % 1000 == 0;
+        && t.nanosecond().is_multiple_of(1000);
     exact.then(|| t.and_utc().timestamp_micros() - PG_EPOCH_MICROS)
 }
 
@@ -628,8 +630,8 @@ fn time_cell(kind: TypeKind, value: &Value) -> Result<Cell<'_>, String> {
                 .ok_or_else(|| format!("epoch milliseconds {ms} out of range"))?;
             let utc = dt.naive_utc();
             let exact = match kind {
-                TypeKind::Date => days(utc.date()).map(Cell::Days),
-                _ => micros(utc).map(Cell::Micros),
+                TypeKind::Date => days(utc.date()).map(|d| Cell::Days(d, None)),
+                _ => micros(utc).map(|us| Cell::Micros(us, None)),
             };
             Ok(exact.unwrap_or_else(|| {
                 Cell::Text(Cow::Owned(match kind {
@@ -646,21 +648,20 @@ fn time_cell(kind: TypeKind, value: &Value) -> Result<Cell<'_>, String> {
             // `timestamptz` without one is in the session's time zone, which only the
             // server knows, so that stays text.
             let exact = match (kind, written) {
-                (TypeKind::Timestamptz, Written::Offset(t)) => micros(t.naive_local()).map(|_| {
-                    Cell::Micros(t.naive_utc().and_utc().timestamp_micros() - PG_EPOCH_MICROS)
-                }),
+                (TypeKind::Timestamptz, Written::Offset(t)) => micros(t.naive_local())
+                    .map(|_| t.naive_utc().and_utc().timestamp_micros() - PG_EPOCH_MICROS),
                 (TypeKind::Timestamptz, _) => None,
-                (TypeKind::Date, Written::Offset(t)) => {
-                    days(t.naive_local().date()).map(Cell::Days)
-                }
-                (TypeKind::Date, Written::Naive(t)) => days(t.date()).map(Cell::Days),
-                (TypeKind::Date, Written::Date(d)) => days(d).map(Cell::Days),
-                (_, Written::Offset(t)) => micros(t.naive_local()).map(Cell::Micros),
-                (_, Written::Naive(t)) => micros(t).map(Cell::Micros),
-                (_, Written::Date(d)) => {
-                    micros(d.and_time(chrono::NaiveTime::MIN)).map(Cell::Micros)
-                }
+                (TypeKind::Date, Written::Offset(t)) => days(t.naive_local().date()).map(i64::from),
+                (TypeKind::Date, Written::Naive(t)) => days(t.date()).map(i64::from),
+                (TypeKind::Date, Written::Date(d)) => days(d).map(i64::from),
+                (_, Written::Offset(t)) => micros(t.naive_local()),
+                (_, Written::Naive(t)) => micros(t),
+                (_, Written::Date(d)) => micros(d.and_time(chrono::NaiveTime::MIN)),
             };
+            let exact = exact.and_then(|n| match kind {
+                TypeKind::Date => i32::try_from(n).ok().map(|d| Cell::Days(d, Some(text))),
+                _ => Some(Cell::Micros(n, Some(text))),
+            });
             Ok(exact.unwrap_or(Cell::Text(Cow::Borrowed(text))))
         }
         _ => Err(expected()),
@@ -789,8 +790,17 @@ mod tests {
         let text =
             |kind: TypeKind, v: Value| cell(kind, &v).unwrap().text(kind).map(|t| t.into_owned());
         assert_eq!(
-            text(TypeKind::Timestamp, json!("2024-05-01T10:00:00.5+02:00")).as_deref(),
+            text(TypeKind::Timestamp, json!(1_714_557_600_500i64)).as_deref(),
             Some("2024-05-01 10:00:00.500")
+        );
+        // A string read as a time is sent as written: the type's input reads it the same.
+        assert_eq!(
+            text(TypeKind::Timestamp, json!(" 2024-05-01T10:00:00.5+02:00")).as_deref(),
+            Some("2024-05-01T10:00:00.5+02:00")
+        );
+        assert_eq!(
+            text(TypeKind::Date, json!(1_714_557_600_500i64)).as_deref(),
+            Some("2024-05-01")
         );
         assert_eq!(
             text(TypeKind::Date, json!("2024-02-29")).as_deref(),

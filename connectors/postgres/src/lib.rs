@@ -727,12 +727,12 @@ impl PostgresSinkTask {
     ) -> Result<HashMap<(String, i32), i64>, ConnectError> {
         let table = self.offsets_table();
         let ctx = format!("reading stored offsets from {table}");
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {table} (connector text NOT NULL, \
-                 topic text NOT NULL, \"partition\" integer NOT NULL, \
-                 \"offset\" bigint NOT NULL, PRIMARY KEY (connector, topic, \"partition\"))"
-            ))
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (connector text NOT NULL, \
+             topic text NOT NULL, \"partition\" integer NOT NULL, \
+             \"offset\" bigint NOT NULL, PRIMARY KEY (connector, topic, \"partition\"))"
+        );
+        sluice_pg::run_ddl(client, &table, &ddl)
             .await
             .map_err(|e| classify(&ctx, &e))?;
         let rows = client
@@ -896,8 +896,7 @@ impl PostgresSinkTask {
                 defs.join(", ")
             );
             tracing::info!(table = %cache_key, "PostgresSink: creating table (auto.create)");
-            client
-                .batch_execute(&sql)
+            sluice_pg::run_ddl(client, &cache_key, &sql)
                 .await
                 .map_err(|e| classify(&format!("creating table {cache_key}"), &e))?;
             info = Self::load_table(client, schema, table).await?.map(Arc::new);
@@ -922,8 +921,7 @@ impl PostgresSinkTask {
                 let sql = format!("ALTER TABLE {cache_key} {}", adds.join(", "));
                 tracing::info!(table = %cache_key, columns = missing.len(),
                     "PostgresSink: adding columns (auto.evolve)");
-                client
-                    .batch_execute(&sql)
+                sluice_pg::run_ddl(client, &cache_key, &sql)
                     .await
                     .map_err(|e| classify(&format!("altering table {cache_key}"), &e))?;
                 info = Self::load_table(client, schema, table).await?.map(Arc::new);

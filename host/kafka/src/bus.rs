@@ -13,6 +13,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_api::Record;
@@ -21,7 +22,7 @@ use sluice_runtime::bus::{
 };
 
 use crate::consumer::{ConsumerProgress, KafkaConsumer};
-use crate::message::{headers_of, payload_bytes};
+use crate::message::{headers_of, write_payload};
 use crate::settings::KafkaSettings;
 use crate::{clock_ms, lock};
 
@@ -51,6 +52,8 @@ pub type SourceProducer = ThreadedProducer<DeliveryContext>;
 
 /// What all connectors' buses share: topic creation and the consumers' progress.
 struct Shared {
+    /// Tells this bus apart from any other in the process (for [`Scratch::topic`]).
+    id: u64,
     settings: Arc<KafkaSettings>,
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist (created or seen), so `send` asks the broker once per topic.
@@ -86,7 +89,9 @@ impl KafkaBus {
             .admin()
             .create()
             .map_err(|e| client_error("creating the Kafka admin client", e))?;
+        static IDS: AtomicU64 = AtomicU64::new(0);
         let shared = Arc::new(Shared {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             settings,
             admin,
             topics: Mutex::default(),
@@ -129,7 +134,19 @@ impl KafkaBus {
         partitions: Option<u32>,
         config: &[(&str, &str)],
     ) -> Result<(), BusError> {
+        // The topic this thread last produced to through this bus: no lock, no hashing.
+        let id = self.shared.id;
+        let known_here = SCRATCH.with_borrow(|s| {
+            s.topic
+                .as_ref()
+                .is_some_and(|(bus, t)| *bus == id && t == topic)
+        });
+        if known_here {
+            return Ok(());
+        }
+        let remember = || SCRATCH.with_borrow_mut(|s| s.topic = Some((id, topic.to_string())));
         if lock(&self.shared.topics).contains(topic) {
+            remember();
             return Ok(());
         }
         let partitions = partitions
@@ -148,6 +165,7 @@ impl KafkaBus {
         )
         .await?;
         lock(&self.shared.topics).insert(topic.to_string());
+        remember();
         Ok(())
     }
 }
@@ -225,41 +243,162 @@ pub async fn create_topic(
     }
 }
 
+/// Buffers a thread renders the records it produces into. librdkafka copies keys, values
+/// and header values when a record is handed to it, so one set per thread serves every
+/// send, instead of three or four allocations per record. Also the topic last checked.
+#[derive(Default)]
+struct Scratch {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    headers: Vec<u8>,
+    /// The topic this thread last saw exist, and through which bus ([`Shared::id`]).
+    topic: Option<(u64, String)>,
+}
+
+/// A buffer grown past this by one big record is not kept.
+const MAX_SCRATCH: usize = 1 << 20;
+
+impl Scratch {
+    fn trim(&mut self) {
+        for buf in [&mut self.key, &mut self.value, &mut self.headers] {
+            if buf.capacity() > MAX_SCRATCH {
+                *buf = Vec::new();
+            }
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// A record the producer's queue had no room for: its bytes, owned, to try again after
+/// a wait (the thread's scratch buffers cannot be held across it).
+struct Waiting {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Option<OwnedHeaders>,
+}
+
+type Message<'a> = BaseRecord<'a, [u8], [u8], Arc<DurableMark>>;
+
+/// What one attempt to hand a record to librdkafka came to.
+enum Handed {
+    Queued,
+    /// The queue is full: wait, then try again.
+    Full(Waiting),
+    Failed(KafkaError),
+}
+
+fn message<'a>(
+    record: &'a Record,
+    mark: &Arc<DurableMark>,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: Option<OwnedHeaders>,
+) -> Message<'a> {
+    let mut message: Message<'a> = BaseRecord::with_opaque_to(&record.topic, mark.clone());
+    message.key = key;
+    message.payload = value;
+    message.headers = headers;
+    message.partition = record.partition;
+    message.timestamp = record.timestamp;
+    message
+}
+
+impl KafkaBus {
+    /// Renders `record` into the thread's scratch buffers and hands it to librdkafka.
+    fn hand_over(&self, record: &Record, mark: &Arc<DurableMark>) -> Handed {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let Scratch {
+                key,
+                value,
+                headers,
+                ..
+            } = scratch;
+            key.clear();
+            value.clear();
+            if let Some(k) = &record.key {
+                write_payload(key, k);
+            }
+            if let Some(v) = &record.value {
+                write_payload(value, v);
+            }
+            let kafka_headers = headers_of(record, headers);
+            let key = record.key.as_ref().map(|_| key.as_slice());
+            let value = record.value.as_ref().map(|_| value.as_slice());
+            let handed = match self
+                .producer
+                .send(message(record, mark, key, value, kafka_headers))
+            {
+                Ok(()) => Handed::Queued,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    Handed::Full(Waiting {
+                        key: back.key.map(<[u8]>::to_vec),
+                        value: back.payload.map(<[u8]>::to_vec),
+                        headers: back.headers,
+                    })
+                }
+                Err((e, _)) => Handed::Failed(e),
+            };
+            scratch.trim();
+            handed
+        })
+    }
+
+    /// Hands over a record that found the queue full before: `Ok(false)` if it still is.
+    fn hand_over_again(
+        &self,
+        record: &Record,
+        mark: &Arc<DurableMark>,
+        waiting: &mut Waiting,
+    ) -> Result<bool, KafkaError> {
+        let Waiting {
+            key,
+            value,
+            headers,
+        } = waiting;
+        let message = message(
+            record,
+            mark,
+            key.as_deref(),
+            value.as_deref(),
+            headers.take(),
+        );
+        match self.producer.send(message) {
+            Ok(()) => Ok(true),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                *headers = back.headers;
+                Ok(false)
+            }
+            Err((e, _)) => Err(e),
+        }
+    }
+}
+
 #[async_trait]
 impl Bus for KafkaBus {
     async fn send(&self, record: Record, partitions: Option<u32>) -> Result<Ticket, BusError> {
         self.ensure_topic(&record.topic, partitions, &[]).await?;
         let mark = Arc::new(DurableMark::default());
-        let key = payload_bytes(&record.key);
-        let value = payload_bytes(&record.value);
-        let headers = headers_of(&record);
-        let mut message: BaseRecord<'_, [u8], [u8], Arc<DurableMark>> =
-            BaseRecord::with_opaque_to(&record.topic, mark.clone());
-        if let Some(k) = key.as_deref() {
-            message = message.key(k);
-        }
-        if let Some(v) = value.as_deref() {
-            message = message.payload(v);
-        }
-        if let Some(h) = headers {
-            message = message.headers(h);
-        }
-        if let Some(p) = record.partition {
-            message = message.partition(p);
-        }
-        if let Some(ts) = record.timestamp {
-            message = message.timestamp(ts);
-        }
+        let mut waiting = match self.hand_over(&record, &mark) {
+            Handed::Queued => return Ok(Ticket::new(mark, 0)),
+            Handed::Full(waiting) => waiting,
+            Handed::Failed(e) => {
+                return Err(client_error(
+                    &format!("producing to topic {}", record.topic),
+                    e,
+                ));
+            }
+        };
         loop {
-            match self.producer.send(message) {
-                Ok(()) => return Ok(Ticket::new(mark, 0)),
-                // The producer's queue is full: wait for the broker to catch up. This is
-                // the backpressure that slows a source down to what Kafka takes.
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    message = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((e, _)) => {
+            // The producer's queue is full: wait for the broker to catch up. This is the
+            // backpressure that slows a source down to what Kafka takes.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            match self.hand_over_again(&record, &mark, &mut waiting) {
+                Ok(true) => return Ok(Ticket::new(mark, 0)),
+                Ok(false) => {}
+                Err(e) => {
                     return Err(client_error(
                         &format!("producing to topic {}", record.topic),
                         e,
