@@ -10,8 +10,10 @@
 //! each into a fresh empty table after a `CHECKPOINT`:
 //!
 //! * `COPY … FROM STDIN` by `psql -c "\copy …"` from a file of the rows (text format);
-//! * `sluice standalone --drain` (the real release binary): SimulatorSource → Filter
-//!   (`value.event_type == "purchase" && value.price != null`) → PostgresSink, `insert`;
+//! * `sluice standalone --drain` (the release binary `cargo bench` builds):
+//!   SimulatorSource → Filter (`value.event_type == "purchase" && value.price != null`) →
+//!   PostgresSink, `insert`, two tasks each side of a two-partition topic, 10,000-record
+//!   puts (`consumer.max.poll.records`, `batch.size`);
 //! * one `INSERT … SELECT FROM unnest($1, …, $6) ON CONFLICT (event_id) DO UPDATE` of all
 //!   rows from tokio-postgres (typed arrays; the price as `text[]`, cast to numeric);
 //! * the same sluice pipeline with `insert.mode=upsert` on `event_id`.

@@ -5,9 +5,11 @@
 //!   table). Every JSON value is converted to its column's type in Rust; a value that
 //!   cannot be converted fails only its own record (a `Data` error in `PutResult::failed`).
 //! * Each `put` is one transaction, committed before `put` returns; `flush` has nothing
-//!   left to do. Rows go in with one statement per chunk of `batch.size` rows:
-//!   `INSERT INTO t (cols) SELECT u.c1::type, ... FROM unnest($1::text[], ...) AS u(...)`
-//!   (plus `ON CONFLICT (pk) DO UPDATE` for upsert). Values are always bound parameters;
+//!   left to do. Rows go in with one statement per chunk of `batch.size` rows: binary
+//!   `COPY` for `insert` (64 rows and more), else
+//!   `INSERT INTO t (cols) SELECT u.c1::type, ... FROM unnest($1::int8[], ...) AS u(...)`
+//!   (plus `ON CONFLICT (pk) DO UPDATE` for upsert). Values travel in PostgreSQL's binary
+//!   format where it means exactly what their text means, else as text (see `cell`);
 //!   identifiers are always quoted; casts name types read from the catalog.
 //! * When a statement fails on data (SQLSTATE class 21, 22 or 23) its rows are rolled back
 //!   to a savepoint and split in halves, recursively, so the good rows land exactly once
