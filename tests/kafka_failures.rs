@@ -9,11 +9,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::kafka::{Broker, python, tansu_bin, topic};
+use common::kafka::{Broker, python, topic};
 use common::*;
 use serde_json::{Value, json};
 
@@ -665,11 +665,8 @@ fn wait_listening(port: u16, what: &str) {
 /// postgres://…` fails with `FeatureNotEnabled { feature: "postgres" }`), and its
 /// `memory://` engine loses everything on a restart: S3 is the one way it keeps data.
 struct S3Tansu {
-    bootstrap: String,
-    port: u16,
-    s3: String,
+    broker: Broker,
     moto: Child,
-    tansu: Option<Child>,
 }
 
 impl S3Tansu {
@@ -681,83 +678,36 @@ impl S3Tansu {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server runs (pip install 'moto[server]')");
-        let port = free_port();
-        let mut broker = S3Tansu {
-            bootstrap: format!("127.0.0.1:{port}"),
-            port,
-            s3: format!("http://127.0.0.1:{s3_port}"),
-            moto,
-            tansu: None,
-        };
+        let s3 = format!("http://127.0.0.1:{s3_port}");
         wait_listening(s3_port, "moto_server");
         let created = Command::new("python3")
             .args([
                 "-c",
                 "import sys, urllib.request as r; \
                  r.urlopen(r.Request(sys.argv[1] + '/tansu', method='PUT'))",
-                &broker.s3,
+                &s3,
             ])
             .status()
             .unwrap();
         assert!(created.success(), "creating the bucket");
-        broker.spawn();
-        broker
-    }
-
-    fn spawn(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "s3://tansu/"])
-            .env("AWS_ENDPOINT", &self.s3)
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts");
-        self.tansu = Some(child);
-        wait_listening(self.port, "tansu");
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.tansu.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// A worker file as [`Broker::worker`] writes one, plus `extra`.
-    fn worker(&self, s: &Scratch, extra: Value) -> PathBuf {
-        let mut config = json!({
-            "bootstrap.servers": self.bootstrap,
-            "offset.storage.topic": format!("sluice-offsets-{}", std::process::id()),
-            "offset.storage.partitions": "1",
-            "offset.flush.interval.ms": "500",
-            "consumer.session.timeout.ms": "6000",
-            "consumer.heartbeat.interval.ms": "1000",
-            "consumer.topic.metadata.refresh.interval.ms": "1000",
-        });
-        if let (Value::Object(c), Value::Object(e)) = (&mut config, extra) {
-            c.extend(e);
-        }
-        let path = s.path("worker.json");
-        std::fs::write(&path, config.to_string()).unwrap();
-        path
+        let broker = Broker::own(
+            "s3://tansu/",
+            &[
+                ("AWS_ENDPOINT", &s3),
+                ("AWS_ALLOW_HTTP", "true"),
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_DEFAULT_REGION", "us-east-1"),
+            ],
+        );
+        S3Tansu { broker, moto }
     }
 }
 
 impl Drop for S3Tansu {
     fn drop(&mut self) {
-        self.kill();
+        // The broker first: it must not outlive its storage.
+        self.broker.kill();
         let _ = self.moto.kill();
         let _ = self.moto.wait();
     }
@@ -779,7 +729,8 @@ fn worker_rides_out_a_broker_restart() {
         return;
     }
     const EVENTS: u64 = 12_000;
-    let mut broker = S3Tansu::start();
+    let mut tansu = S3Tansu::start();
+    let broker = &mut tansu.broker;
     let s = Scratch::new();
     let worker = broker.worker(
         &s,

