@@ -473,22 +473,40 @@ impl Worker {
 
     /// Stops a connector's tasks and waits for them (up to the graceful timeout).
     async fn stop_tasks(run: &mut ConnectorRun, grace: Duration) {
+        Self::stop_tasks_until(run, tokio::time::Instant::now() + grace).await;
+    }
+
+    /// Every task is told to stop first and all share one deadline, so a connector whose
+    /// tasks are all stuck (a hung database) holds the worker for one graceful timeout,
+    /// not one per task.
+    async fn stop_tasks_until(run: &mut ConnectorRun, deadline: tokio::time::Instant) {
         for task in &run.tasks {
             task.stop.stop();
         }
         let name = run.connector.name().to_string();
         for task in run.tasks.drain(..) {
-            Self::await_task(&name, task, grace).await;
+            Self::await_task_until(&name, task, deadline).await;
         }
     }
 
-    async fn await_task(connector: &str, mut task: RunningTask, grace: Duration) {
+    async fn await_task(connector: &str, task: RunningTask, grace: Duration) {
+        Self::await_task_until(connector, task, tokio::time::Instant::now() + grace).await;
+    }
+
+    async fn await_task_until(
+        connector: &str,
+        mut task: RunningTask,
+        deadline: tokio::time::Instant,
+    ) {
         task.stop.stop();
-        if tokio::time::timeout(grace, &mut task.handle).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut task.handle)
+            .await
+            .is_err()
+        {
             tracing::error!(
                 connector,
                 task = task.id,
-                "the task did not stop within {grace:?}; abandoning it"
+                "the task did not stop within task.shutdown.graceful.timeout.ms + 5 s; abandoning it"
             );
             task.handle.abort();
         }
@@ -507,12 +525,14 @@ impl Worker {
                     task.stop.stop();
                 }
             }
+            // All were told at once, so they share one deadline.
+            let deadline = tokio::time::Instant::now() + grace;
             for run in self
                 .connectors
                 .values_mut()
                 .filter(|r| r.is_source() == sources)
             {
-                Self::stop_tasks(run, grace).await;
+                Self::stop_tasks_until(run, deadline).await;
             }
         }
     }
