@@ -23,6 +23,7 @@ use sluice_api::Record;
 use sluice_runtime::bus::{BusConsumer, BusError, Position, TopicFilter};
 use tokio::sync::mpsc;
 
+use crate::lag::{LagBook, LagView};
 use crate::settings::KafkaSettings;
 use crate::{clock_ms, lock};
 
@@ -87,6 +88,11 @@ impl ConsumerProgress {
             });
         }
         self.caught_up.store(false, Ordering::Release);
+    }
+
+    /// The partitions this member owns now (`None` between assignments).
+    pub(crate) fn assigned(&self) -> Option<Vec<(String, i32)>> {
+        lock(&self.assigned).clone()
     }
 
     /// Compares each assigned partition's committed offset with its end.
@@ -162,9 +168,14 @@ struct SinkContext {
     /// `consumer.start.timestamp`: where partitions without a committed offset start.
     start_timestamp: Option<i64>,
     group: String,
+    lag: Arc<LagBook>,
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.lag.record(&statistics);
+    }
+}
 
 impl SinkContext {
     /// Waits until the task committed everything it was given (or gives up after
@@ -304,6 +315,7 @@ pub struct KafkaConsumer {
     events: Option<mpsc::Receiver<Event>>,
     revoke: Option<std::sync::mpsc::SyncSender<()>>,
     progress: Option<Arc<ConsumerProgress>>,
+    lag: Option<Arc<LagBook>>,
     stop: Arc<AtomicBool>,
     closing: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -328,6 +340,7 @@ impl KafkaConsumer {
             events: None,
             revoke: None,
             progress: None,
+            lag: None,
             stop: Arc::new(AtomicBool::new(false)),
             closing: Arc::new(AtomicBool::new(false)),
             thread: None,
@@ -354,15 +367,18 @@ impl KafkaConsumer {
             .map_err(|e| format!("consumer.start.timestamp: {e}"))?;
         let (tx, rx) = mpsc::channel(4096);
         let progress = Arc::new(ConsumerProgress::default());
+        let lag = Arc::new(LagBook::new(progress.clone()));
         let context = SinkContext {
             events: tx.clone(),
             progress: progress.clone(),
             closing: self.closing.clone(),
             start_timestamp,
             group: group.to_string(),
+            lag: lag.clone(),
         };
-        let consumer: BaseConsumer<SinkContext> = settings
-            .consumer(group, overrides)
+        let mut config = settings.consumer(group, overrides);
+        crate::lag::enable_statistics(&mut config);
+        let consumer: BaseConsumer<SinkContext> = config
             .create_with_context(context)
             .map_err(|e| format!("creating the Kafka consumer of group {group}: {e}"))?;
         let topics: Vec<String> = match filter {
@@ -388,6 +404,7 @@ impl KafkaConsumer {
         self.consumer = Some(consumer);
         self.events = Some(rx);
         self.progress = Some(progress);
+        self.lag = Some(lag);
         self.thread = Some(thread);
         Ok(())
     }
@@ -510,6 +527,11 @@ impl BusConsumer for KafkaConsumer {
         if let Some(done) = self.revoke.take() {
             let _ = done.send(());
         }
+    }
+
+    fn lag_probe(&self) -> Option<Arc<dyn sluice_runtime::metrics::LagProbe>> {
+        let book = self.lag.clone()?;
+        Some(Arc::new(LagView(book)))
     }
 }
 

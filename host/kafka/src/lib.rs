@@ -4,6 +4,7 @@
 
 mod bus;
 mod consumer;
+mod lag;
 mod message;
 mod offsets;
 mod settings;
