@@ -380,3 +380,135 @@ impl Api {
         }
     }
 }
+
+/// `GET /metrics`, parsed by the Python Prometheus client's text-format parser (written
+/// elsewhere; scripts/test-deps installs it).
+pub fn scrape(api: &Api) -> Metrics {
+    let answer = api.request("GET", "/metrics", None);
+    assert_eq!(answer.code, 200, "{}", answer.text);
+    assert!(
+        answer.content_type.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        answer.content_type
+    );
+    Metrics::parse(&answer.text)
+}
+
+/// One sample as the Python parser read it.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub family: String,
+    pub kind: String,
+    pub name: String,
+    pub labels: Value,
+    pub value: f64,
+}
+
+/// The samples of one `GET /metrics`.
+#[derive(Debug)]
+pub struct Metrics {
+    pub samples: Vec<Sample>,
+    pub text: String,
+}
+
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.append({"family": family.name, "type": family.type, "name": s.name,
+                    "labels": s.labels, "value": s.value})
+print(json.dumps(out))
+"#;
+
+impl Metrics {
+    /// Parses the text with `prometheus_client.parser.text_string_to_metric_families`.
+    pub fn parse(text: &str) -> Metrics {
+        let mut child = Command::new("python3")
+            .args(["-c", PARSE])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (scripts/test-deps installs prometheus-client)");
+        let mut stdin = child.stdin.take().unwrap();
+        let payload = text.as_bytes().to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&payload);
+        });
+        let out = child.wait_with_output().unwrap();
+        let _ = writer.join();
+        assert!(
+            out.status.success(),
+            "the Prometheus parser refused the text: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let parsed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let samples = parsed
+            .into_iter()
+            .map(|s| Sample {
+                family: s["family"].as_str().unwrap().to_string(),
+                kind: s["type"].as_str().unwrap().to_string(),
+                name: s["name"].as_str().unwrap().to_string(),
+                labels: s["labels"].clone(),
+                value: s["value"].as_f64().unwrap(),
+            })
+            .collect();
+        Metrics {
+            samples,
+            text: text.to_string(),
+        }
+    }
+
+    /// Samples named `name` whose labels include every pair of `labels`.
+    pub fn find(&self, name: &str, labels: &[(&str, &str)]) -> Vec<&Sample> {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels[*k] == *v))
+            .collect()
+    }
+
+    /// The one sample of `name` for a task (connector, task 0) with `more` labels.
+    pub fn task_value(&self, name: &str, connector: &str, more: &[(&str, &str)]) -> f64 {
+        let mut labels = vec![("connector", connector), ("task", "0")];
+        labels.extend_from_slice(more);
+        let found = self.find(name, &labels);
+        assert_eq!(found.len(), 1, "{name} {labels:?}:\n{}", self.text);
+        found[0].value
+    }
+
+    pub fn counter(&self, name: &str, connector: &str) -> u64 {
+        self.task_value(name, connector, &[]) as u64
+    }
+
+    /// The consumer lag of every partition of a sink's task.
+    pub fn lags(&self, connector: &str) -> Vec<f64> {
+        self.find(
+            "sluice_consumer_lag_records",
+            &[("connector", connector), ("task", "0")],
+        )
+        .iter()
+        .map(|s| s.value)
+        .collect()
+    }
+
+    /// Every consumer-lag series of a connector: (task, topic, partition, lag), sorted.
+    pub fn lag_series(&self, connector: &str) -> Vec<(String, String, i64, f64)> {
+        let mut series: Vec<(String, String, i64, f64)> = self
+            .find("sluice_consumer_lag_records", &[("connector", connector)])
+            .iter()
+            .map(|s| {
+                let label = |k: &str| s.labels[k].as_str().unwrap_or_default().to_string();
+                (
+                    label("task"),
+                    label("topic"),
+                    label("partition").parse().unwrap_or(-1),
+                    s.value,
+                )
+            })
+            .collect();
+        series.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+        series
+    }
+}

@@ -265,7 +265,7 @@ impl Collector for Scrape {
         {
             let mut family = e.encode_descriptor(
                 "sluice_consumer_lag_records",
-                "Records after the sink's committed offset, per partition (embedded bus only).",
+                "Records after the sink's committed offset, per partition the task owns.",
                 None,
                 MetricType::Gauge,
             )?;
