@@ -11,6 +11,7 @@ pub mod loggers;
 mod metrics;
 mod offsets;
 mod openapi;
+mod responses;
 pub mod topics;
 pub mod types;
 mod validate;
@@ -40,6 +41,11 @@ use types::{
     ConnectorList, ConnectorName, ConnectorStatus, ConnectorType, CreateConnector, ErrorBody,
     Expand, Health, HealthStatus, PluginInfo, ServerInfo, ShownConfig, TaskId, TaskInfo,
     TaskStatus,
+};
+
+use responses::{
+    ConnectorChangeErrors, ConnectorErrors, NoConnector, NoPlugin, ShuttingDown, StoreErrors,
+    TaskErrors,
 };
 
 pub use error::ApiError;
@@ -311,7 +317,7 @@ async fn find(state: &ApiState, name: &str) -> ApiResult<ConnectorState> {
         (status = 200, description = "The connectors' names, or with `expand` an object by name",
          body = ConnectorList),
         (status = 400, description = "An unknown `expand`", body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        (status = 503, response = ShuttingDown),
     ))]
 async fn list_connectors(
     State(state): State<ApiState>,
@@ -413,9 +419,7 @@ fn definition_from(name: &str, config: Value, origin: &str) -> ApiResult<Connect
          description = "The body is not such an object, or the config is invalid (every problem listed)",
          body = ErrorBody),
         (status = 409, description = "A connector of that name exists", body = ErrorBody),
-        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
-         body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        StoreErrors,
     ))]
 async fn create_connector(
     State(state): State<ApiState>,
@@ -477,10 +481,7 @@ async fn create_connector(
     params(("name" = ConnectorName, Path, description = "The connector's name")),
     responses(
         (status = 200, description = "The connector", body = ConnectorInfo),
-        (status = 400, description = "The name is empty or has control characters",
-         body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        ConnectorErrors,
     ))]
 async fn get_connector(
     State(state): State<ApiState>,
@@ -494,10 +495,7 @@ async fn get_connector(
     params(("name" = ConnectorName, Path, description = "The connector's name")),
     responses(
         (status = 200, description = "The config, secrets hidden", body = BTreeMap<String, String>),
-        (status = 400, description = "The name is empty or has control characters",
-         body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        ConnectorErrors,
     ))]
 async fn get_config(
     State(state): State<ApiState>,
@@ -517,9 +515,7 @@ async fn get_config(
         (status = 201, description = "A new connector was created with it", body = ConnectorInfo),
         (status = 400, description = "The body is not an object, its name differs, or the config is invalid",
          body = ErrorBody),
-        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
-         body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        StoreErrors,
     ))]
 async fn put_config(
     State(state): State<ApiState>,
@@ -549,10 +545,8 @@ async fn put_config(
         (status = 200, description = "The merged config is in force", body = ConnectorInfo),
         (status = 400, description = "The body is not an object, or the merged config is invalid",
          body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
-         body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        (status = 404, response = NoConnector),
+        StoreErrors,
     ))]
 async fn patch_config(
     State(state): State<ApiState>,
@@ -586,12 +580,7 @@ async fn patch_config(
     params(("name" = ConnectorName, Path, description = "The connector's name")),
     responses(
         (status = 204, description = "Stopped and deleted, with its stored config and active topics"),
-        (status = 400, description = "The name is empty or has control characters",
-         body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
-         body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        ConnectorChangeErrors,
     ))]
 async fn delete_connector(
     State(state): State<ApiState>,
@@ -607,10 +596,7 @@ async fn delete_connector(
     responses(
         (status = 200, description = "The connector's and its tasks' states",
          body = ConnectorStatus),
-        (status = 400, description = "The name is empty or has control characters",
-         body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        ConnectorErrors,
     ))]
 async fn connector_status(
     State(state): State<ApiState>,
@@ -638,8 +624,8 @@ async fn connector_status(
         (status = 204, description = "Restarted"),
         (status = 400, description = "A bad name, or a flag neither true nor false",
          body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        (status = 404, response = NoConnector),
+        (status = 503, response = ShuttingDown),
     ))]
 async fn restart_connector(
     State(state): State<ApiState>,
@@ -673,12 +659,7 @@ async fn set_target(
     params(("name" = ConnectorName, Path, description = "The connector's name")),
     responses(
         (status = 202, description = "Pausing: tasks stay assigned, records stop"),
-        (status = 400, description = "The name is empty or has control characters",
-         body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
-         body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        ConnectorChangeErrors,
     ))]
 async fn pause_connector(
     State(state): State<ApiState>,
@@ -692,12 +673,7 @@ async fn pause_connector(
     params(("name" = ConnectorName, Path, description = "The connector's name")),
     responses(
         (status = 202, description = "Resuming a paused or stopped connector"),
-        (status = 400, description = "The name is empty or has control characters",
-         body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
-         body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        ConnectorChangeErrors,
     ))]
 async fn resume_connector(
     State(state): State<ApiState>,
@@ -711,12 +687,7 @@ async fn resume_connector(
     params(("name" = ConnectorName, Path, description = "The connector's name")),
     responses(
         (status = 204, description = "Stopped: its tasks are shut down (its offsets may now change)"),
-        (status = 400, description = "The name is empty or has control characters",
-         body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 500, description = "The change was made but could not be stored (connector.storage.dir)",
-         body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        ConnectorChangeErrors,
     ))]
 async fn stop_connector(
     State(state): State<ApiState>,
@@ -732,10 +703,7 @@ async fn stop_connector(
     responses(
         (status = 200, description = "The tasks and their configs, secrets hidden",
          body = Vec<TaskInfo>),
-        (status = 400, description = "The name is empty or has control characters",
-         body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        ConnectorErrors,
     ))]
 async fn list_tasks(
     State(state): State<ApiState>,
@@ -796,10 +764,7 @@ fn task_id(path: Result<Path<(String, String)>, PathRejection>) -> ApiResult<(St
     ),
     responses(
         (status = 200, description = "The task's state", body = TaskStatus),
-        (status = 400, description = "A bad name, or a task id that is not a number",
-         body = ErrorBody),
-        (status = 404, description = "No such connector or task", body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        TaskErrors,
     ))]
 async fn task_status(
     State(state): State<ApiState>,
@@ -824,10 +789,7 @@ async fn task_status(
     ),
     responses(
         (status = 204, description = "Restarted"),
-        (status = 400, description = "A bad name, or a task id that is not a number",
-         body = ErrorBody),
-        (status = 404, description = "No such connector or task", body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        TaskErrors,
     ))]
 async fn restart_task(
     State(state): State<ApiState>,
@@ -887,7 +849,7 @@ fn plugin_schema(
     params(("plugin" = String, Path, description = "A plugin's class name or alias")),
     responses(
         (status = 200, description = "The plugin's config keys", body = Vec<ConfigKeyInfo>),
-        (status = 404, description = "No such plugin", body = ErrorBody),
+        (status = 404, response = NoPlugin),
     ))]
 async fn plugin_config(
     State(state): State<ApiState>,
@@ -905,7 +867,7 @@ async fn plugin_config(
          body = ConfigInfos),
         (status = 400, description = "The body is not an object, or its connector.class is another plugin",
          body = ErrorBody),
-        (status = 404, description = "No such plugin", body = ErrorBody),
+        (status = 404, response = NoPlugin),
     ))]
 async fn validate_config(
     State(state): State<ApiState>,

@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use serde_json::Value;
 use sluice_runtime::worker::{ConnectorOffset, OffsetChange};
 
+use crate::responses::{BadName, OffsetErrors};
 use crate::types::{ConnectorName, ErrorBody, Message, Offsets, OffsetsChange, PartitionOffset};
 use crate::{ApiError, ApiResult, ApiState, json_body, name_of};
 
@@ -18,12 +19,8 @@ use crate::{ApiError, ApiResult, ApiState, json_body, name_of};
         (status = 200,
          description = "The committed offsets: a source's own, a sink's consumer-group positions",
          body = Offsets),
-        (status = 400, description = "The name is empty or has control characters",
-         body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 500, description = "The offsets could not be read or written (offset store, or Kafka)",
-         body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        (status = 400, response = BadName),
+        OffsetErrors,
     ))]
 pub async fn get_offsets(
     State(state): State<ApiState>,
@@ -125,10 +122,7 @@ fn parse_change(body: Value) -> ApiResult<OffsetChange> {
          description = "The connector is not STOPPED, the body is not such an object, or the \
             offsets cannot change (a sink on the embedded bus)",
          body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 500, description = "The offsets could not be read or written (offset store, or Kafka)",
-         body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        OffsetErrors,
     ))]
 pub async fn patch_offsets(
     State(state): State<ApiState>,
@@ -151,10 +145,7 @@ pub async fn patch_offsets(
          description = "The connector is not STOPPED, or its offsets cannot change (a sink on \
             the embedded bus)",
          body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 500, description = "The offsets could not be read or written (offset store, or Kafka)",
-         body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        OffsetErrors,
     ))]
 pub async fn delete_offsets(
     State(state): State<ApiState>,

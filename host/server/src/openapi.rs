@@ -2,7 +2,8 @@
 //! `#[utoipa::path]` annotations and the body types of [`crate::types`] (their
 //! `ToSchema`). The router registers each handler through the same `routes!` that adds
 //! its annotation to the document, so every route is documented; [`complete`] then adds
-//! what every operation shares (authentication's 401, the body limit's 413).
+//! what every operation shares (authentication's 401, the body limit's 413). The error
+//! answers several routes give are described once in [`crate::responses`].
 
 use std::sync::LazyLock;
 
@@ -16,6 +17,9 @@ use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ObjectBuilder, OpenApi, Ref, RefOr, Type};
 
+use crate::responses::{
+    BadName, BadTaskId, NoConnector, NoPlugin, NoTask, NotStored, OffsetsFailed, ShuttingDown,
+};
 use crate::types::{ConfigValue, ConnectorName, ErrorBody, ListItem, PatchValue};
 
 /// What the document says besides the operations.
@@ -30,7 +34,14 @@ use crate::types::{ConfigValue, ConnectorName, ErrorBody, ListItem, PatchValue};
     ),
     // Schemas that only parameters, maps or other schemas refer to (`routes!` collects
     // those of bodies); `references_resolve` checks nothing is missing.
-    components(schemas(ErrorBody, ConnectorName, ConfigValue, ListItem, PatchValue)),
+    components(
+        schemas(ErrorBody, ConnectorName, ConfigValue, ListItem, PatchValue),
+        // The shared error answers; the sets of `crate::responses` refer to them by name.
+        responses(
+            BadName, NoConnector, BadTaskId, NoTask, NoPlugin, NotStored, OffsetsFailed,
+            ShuttingDown
+        )
+    ),
     modifiers(&Security),
     tags(
         (name = "server", description = "The worker"),

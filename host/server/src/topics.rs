@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
+use crate::responses::ConnectorErrors;
 use crate::types::{ActiveTopics, ConnectorName, ErrorBody};
 use crate::{ApiError, ApiState, name_of};
 
@@ -43,11 +44,8 @@ async fn connector_metrics(
     responses(
         (status = 200, description = "The topics, sorted, under the connector's name",
          body = BTreeMap<String, ActiveTopics>),
-        (status = 400, description = "The name is empty or has control characters",
-         body = ErrorBody),
         (status = 403, description = "topic.tracking.enable is false", body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        ConnectorErrors,
     ))]
 pub async fn get_topics(
     State(state): State<ApiState>,
@@ -65,12 +63,9 @@ pub async fn get_topics(
     params(("name" = ConnectorName, Path, description = "The connector's name")),
     responses(
         (status = 202, description = "The set was emptied"),
-        (status = 400, description = "The name is empty or has control characters",
-         body = ErrorBody),
         (status = 403, description = "topic.tracking.enable or topic.tracking.allow.reset is false",
          body = ErrorBody),
-        (status = 404, description = "No such connector", body = ErrorBody),
-        (status = 503, description = "The worker is shutting down", body = ErrorBody),
+        ConnectorErrors,
     ))]
 pub async fn reset_topics(
     State(state): State<ApiState>,
