@@ -10,6 +10,8 @@
 //! 53 bits), not through `rand`'s distributions, so the output depends only on PCG's
 //! specified algorithm and this file, not on the version of a sampling library.
 
+use std::sync::Arc;
+
 use rand::Rng;
 use rand_pcg::Pcg64Mcg;
 use serde_json::{Map, Value};
@@ -205,7 +207,7 @@ impl Generator {
         &self,
         task: u32,
         seq: u64,
-        partition: &Value,
+        partition: &Arc<Value>,
         wall_ms: i64,
     ) -> SourceRecord {
         let mut rng = event_rng(self.seed, task, seq);
@@ -394,7 +396,7 @@ mod tests {
         )
         .unwrap();
         let g = Generator::new(&config);
-        let p = Value::Null;
+        let p = Arc::new(Value::Null);
         let r = g.record(0, u64::MAX, &p, 0);
         assert_eq!(r.record.timestamp, Some(MAX_MS));
     }
