@@ -441,16 +441,15 @@ impl SourceRun {
     /// Sends records a stateful transform emitted on its own (closed windows); they carry
     /// no source offset.
     async fn send_held(&mut self, held: Vec<Record>) -> Result<(), Failure> {
-        let count = held.len() as u64;
+        if held.is_empty() {
+            return Ok(());
+        }
         let mut run = Run::default();
         let sent = self.send_out(held, &mut run).await;
         self.pending
             .push(run.receipt, Carried::Offsets(RunOffsets::default()));
         sent?;
-        if count > 0 {
-            TaskMetrics::add(&self.metrics().written, count);
-            self.metrics().progressed();
-        }
+        self.metrics().progressed();
         Ok(())
     }
 
