@@ -10,6 +10,8 @@
 //! 53 bits), not through `rand`'s distributions, so the output depends only on PCG's
 //! specified algorithm and this file, not on the version of a sampling library.
 
+use std::sync::Arc;
+
 use rand::Rng;
 use rand_pcg::Pcg64Mcg;
 use serde_json::{Map, Value};
@@ -205,7 +207,7 @@ impl Generator {
         &self,
         task: u32,
         seq: u64,
-        partition: &Value,
+        partition: &Arc<Value>,
         wall_ms: i64,
     ) -> SourceRecord {
         let mut rng = event_rng(self.seed, task, seq);
@@ -218,24 +220,29 @@ impl Generator {
         };
         let timestamp = Value::String(format_ms(time_ms));
 
-        // 2. The event.
+        // 2. The event. Fields are drawn in their fixed order; the ecommerce ones are then
+        // inserted from the greatest key down, so each insertion into the map's sorted
+        // node compares with one key instead of walking past the smaller ones.
         let mut event = Map::new();
         match self.scenario {
             Scenario::Ecommerce => {
-                event.insert("event_id".into(), Value::String(uuid(&mut rng)));
-                event.insert("user_id".into(), between(&mut rng, 1000, 9999).into());
+                let event_id = uuid(&mut rng);
+                let user_id = between(&mut rng, 1000, 9999);
                 // One draw whatever the types, so the other fields stay those of the
                 // unrestricted stream.
                 let event_type = weighted(&mut rng, &self.event_types);
-                event.insert("event_type".into(), event_type.into());
-                event.insert("product_id".into(), pick(&mut rng, &PRODUCTS).into());
-                event.insert("timestamp".into(), timestamp);
+                let product_id = pick(&mut rng, &PRODUCTS);
                 let price = if unit(&mut rng) < 0.3 {
                     Value::Null
                 } else {
                     cents(&mut rng, 1_000, 200_000)
                 };
+                event.insert("user_id".into(), user_id.into());
+                event.insert("timestamp".into(), timestamp);
+                event.insert("product_id".into(), product_id.into());
                 event.insert("price".into(), price);
+                event.insert("event_type".into(), event_type.into());
+                event.insert("event_id".into(), Value::String(event_id));
             }
             Scenario::Sensors => {
                 event.insert("sensor_id".into(), pick(&mut rng, &SENSORS).into());
@@ -394,7 +401,7 @@ mod tests {
         )
         .unwrap();
         let g = Generator::new(&config);
-        let p = Value::Null;
+        let p = Arc::new(Value::Null);
         let r = g.record(0, u64::MAX, &p, 0);
         assert_eq!(r.record.timestamp, Some(MAX_MS));
     }

@@ -1,6 +1,7 @@
 //! The running task: resumes after its committed sequence number, paces to `rate`, and
 //! stops at its share of `max.events`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,7 +27,8 @@ pub(crate) struct SimulatorTask {
 /// State from `start` on.
 struct Running {
     task: u32,
-    partition: Value,
+    /// Shared by every record of the task.
+    partition: Arc<Value>,
     /// The sequence number of the next event.
     next_seq: u64,
     /// Where this run started (for pacing).
@@ -91,7 +93,7 @@ impl SourceTask for SimulatorTask {
         );
         self.running = Some(Running {
             task,
-            partition,
+            partition: Arc::new(partition),
             next_seq,
             first_seq: next_seq,
             started: Instant::now(),

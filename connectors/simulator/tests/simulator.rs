@@ -154,7 +154,7 @@ async fn same_inputs_same_records_and_each_input_matters() {
         .count();
     assert!(same < 20, "{same} of 2000 values equal across tasks");
     assert_eq!(
-        d[0].source_partition,
+        *d[0].source_partition,
         json!({"scenario": "ecommerce", "task": 1})
     );
     assert_eq!(d[0].record.header("sluice.simulator.task"), Some(&json!(1)));
@@ -409,7 +409,7 @@ async fn sensor_fields_are_in_range() {
         );
         assert_eq!(r.record.key_json(), Some(&v["sensor_id"]));
         assert_eq!(
-            r.source_partition,
+            *r.source_partition,
             json!({"scenario": "sensors", "task": 0})
         );
     }

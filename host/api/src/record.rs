@@ -1,5 +1,7 @@
 //! Records as they move source → transforms → bus → transforms → sink.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 /// A key or value as it travels. Most records carry structured JSON; a record whose bytes
@@ -129,9 +131,13 @@ pub struct SourceOffset {
 
 /// A record from a source task together with the source position it came from. The
 /// runtime commits `source_offset` only once the record is durable downstream.
+///
+/// The source partition is shared: a task hands the same `Arc` to every record of a
+/// partition, so records cost no copy of it and the runtime tells runs of one partition
+/// apart by pointer (partitions that are equal but not shared are still compared by value).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceRecord {
     pub record: Record,
-    pub source_partition: Value,
+    pub source_partition: Arc<Value>,
     pub source_offset: Value,
 }

@@ -114,6 +114,21 @@ pub trait Transform: Send {
     /// Transforms one record, pushing zero (dropped), one or more records to `out`.
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), ConnectError>;
 
+    /// True for a filter: a transform that only keeps or drops records, never changes,
+    /// adds or holds one back, and answers [`Transform::keeps`]. The runtime then decides
+    /// by reference, so the record stays with it for a dead letter without being copied.
+    fn is_filter(&self) -> bool {
+        false
+    }
+
+    /// For a filter ([`Transform::is_filter`]): whether `apply` would keep `record`
+    /// (`Ok(false)`: dropped; an error as `apply` would return it).
+    fn keeps(&mut self, _record: &Record) -> Result<bool, ConnectError> {
+        Err(ConnectError::fatal(
+            "Transform::keeps called on a transform that is not a filter",
+        ))
+    }
+
     /// Called regularly with the wall-clock time (epoch ms), also when no record arrives,
     /// so processing-time windows can close. Pushes what is now due.
     fn tick(&mut self, _now_ms: i64, _out: &mut Vec<Record>) -> Result<(), ConnectError> {

@@ -233,6 +233,30 @@ impl TransformChain {
         self.steps.is_empty()
     }
 
+    /// True when every step is a filter ([`Transform::is_filter`]): the chain only keeps or
+    /// drops records, and [`TransformChain::keeps`] decides without taking the record.
+    pub fn is_filter(&self) -> bool {
+        self.steps.iter().all(|s| s.transform.is_filter())
+    }
+
+    /// For a chain of filters: whether `apply` would keep `record` (unchanged).
+    pub fn keeps(&mut self, record: &Record) -> Result<bool, ChainError> {
+        for step in &mut self.steps {
+            let fail = |error| ChainError {
+                alias: step.alias.clone(),
+                error,
+            };
+            let applies = match &step.predicate {
+                Some(p) => p.test(record).map_err(fail)? != step.negate,
+                None => true,
+            };
+            if applies && !step.transform.keeps(record).map_err(fail)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Runs `record` through every step, appending the surviving records to `out`.
     pub fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), ChainError> {
         if self.steps.is_empty() {
@@ -423,11 +447,102 @@ mod tests {
         }
     }
 
+    /// A filter: keeps positive values; fails on a non-number.
+    struct Positive;
+    struct PositiveFilter;
+
+    impl Plugin for Positive {
+        fn info(&self) -> PluginInfo {
+            info("Positive", PluginKind::Transform)
+        }
+        fn config_schema(&self) -> Value {
+            json!({})
+        }
+        fn validate(&self, _: &ConfigMap) -> Vec<ConfigIssue> {
+            vec![]
+        }
+    }
+    impl TransformPlugin for Positive {
+        fn create(&self, _: &ConfigMap) -> Result<Box<dyn Transform>, ConnectError> {
+            Ok(Box::new(PositiveFilter))
+        }
+    }
+    impl Transform for PositiveFilter {
+        fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), ConnectError> {
+            if self.keeps(&record)? {
+                out.push(record);
+            }
+            Ok(())
+        }
+        fn is_filter(&self) -> bool {
+            true
+        }
+        fn keeps(&mut self, record: &Record) -> Result<bool, ConnectError> {
+            record
+                .value_json()
+                .and_then(Value::as_i64)
+                .map(|n| n > 0)
+                .ok_or_else(|| ConnectError::data("not a number"))
+        }
+    }
+
     fn registry() -> PluginRegistry {
         let mut r = PluginRegistry::new();
         r.add_transform(Arc::new(Times))
+            .add_transform(Arc::new(Positive))
             .add_predicate(Arc::new(Even));
         r
+    }
+
+    #[test]
+    fn a_chain_of_filters_decides_by_reference_as_apply_would() {
+        // Keep positive values, but only test odd ones (negate: applies when not even).
+        let c = config(&[
+            ("transforms", "pos"),
+            ("transforms.pos.type", "Positive"),
+            ("transforms.pos.predicate", "even"),
+            ("transforms.pos.negate", "true"),
+            ("predicates", "even"),
+            ("predicates.even.type", "Even"),
+        ]);
+        let mut chain = TransformChain::build(&c, &registry()).unwrap();
+        assert!(chain.is_filter());
+        for value in [json!(3), json!(-3), json!(-4), json!(4), json!("x")] {
+            let record = Record::new("t", value.clone());
+            let by_reference = chain.keeps(&record).map_err(|e| e.alias);
+            let mut out = Vec::new();
+            let applied = chain
+                .apply(record.clone(), &mut out)
+                .map(|()| {
+                    assert!(out.len() <= 1 && out.iter().all(|r| *r == record));
+                    out.len() == 1
+                })
+                .map_err(|e| e.alias);
+            assert_eq!(by_reference, applied, "{value}");
+        }
+        // -4 is even, so the filter does not apply to it: kept.
+        assert_eq!(chain.keeps(&Record::new("t", json!(-4))).ok(), Some(true));
+        assert_eq!(chain.keeps(&Record::new("t", json!(-3))).ok(), Some(false));
+        // "x" is not even (the predicate says false), so the filter applies and fails.
+        assert_eq!(
+            chain
+                .keeps(&Record::new("t", json!("x")))
+                .map_err(|e| e.alias),
+            Err("pos".to_string())
+        );
+
+        let c = config(&[
+            ("transforms", "pos,double"),
+            ("transforms.pos.type", "Positive"),
+            ("transforms.double.type", "Times"),
+            ("transforms.double.factor", "2"),
+        ]);
+        let chain = TransformChain::build(&c, &registry()).unwrap();
+        assert!(!chain.is_filter(), "Times changes records");
+        assert!(
+            TransformChain::default().is_filter(),
+            "an empty chain keeps all"
+        );
     }
 
     fn config(pairs: &[(&str, &str)]) -> ConfigMap {

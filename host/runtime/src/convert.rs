@@ -36,6 +36,12 @@ impl Converter {
         }
     }
 
+    /// Whether `from_connect` hands every payload back unchanged (and so never fails):
+    /// a source record may then go to the bus as the task produced it.
+    pub fn leaves_source_payloads(&self) -> bool {
+        self.class == ConverterClass::Json && !self.schemas_enable
+    }
+
     /// Sink side: what the bus carried → what the sink task is given.
     pub fn to_connect(&self, payload: Option<Payload>) -> Result<Option<Payload>, ConnectError> {
         let Some(payload) = payload else {

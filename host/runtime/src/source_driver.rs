@@ -11,7 +11,7 @@ use sluice_api::{
 };
 
 use crate::active_topics::TopicTracker;
-use crate::bus::Ticket;
+use crate::bus::{Receipt, Ticket};
 use crate::chain::TransformChain;
 use crate::connector::ConverterClass;
 use crate::convert::Converter;
@@ -32,23 +32,55 @@ pub struct SourceProgress {
 
 /// What a pending entry carries for the offset store once it is durable.
 enum Carried {
-    Nothing,
-    /// The source offset of the record just sent.
-    Offset(SourceOffset),
+    /// The source offsets of a run of records: the last one of each source partition.
+    Offsets(RunOffsets),
     /// A checkpoint of the chain's state, taken after every record before it was applied;
     /// saved under partitions `{"sluice.transform": alias, "task": id}`.
     State(Vec<SourceOffset>),
 }
 
-/// Records sent but not yet durable, in send order, with what they carry.
+/// The newest source offset of each source partition of a run of records, in the order
+/// the partitions first appeared.
+#[derive(Debug, Default)]
+struct RunOffsets(Vec<(Arc<serde_json::Value>, serde_json::Value)>);
+
+impl RunOffsets {
+    /// Notes the offset of the next record. Records of one partition usually come in
+    /// long runs sharing one `Arc`, which a pointer comparison recognises; other
+    /// partitions are compared by value, so equal partitions in separate `Arc`s still
+    /// keep one offset.
+    fn note(&mut self, partition: Arc<serde_json::Value>, offset: serde_json::Value) {
+        if let Some(last) = self.0.last_mut()
+            && Arc::ptr_eq(&last.0, &partition)
+        {
+            last.1 = offset;
+            return;
+        }
+        match self.0.iter_mut().find(|(p, _)| *p == partition) {
+            Some(slot) => slot.1 = offset,
+            None => self.0.push((partition, offset)),
+        }
+    }
+
+    fn into_offsets(self) -> impl Iterator<Item = SourceOffset> {
+        self.0.into_iter().map(|(partition, offset)| SourceOffset {
+            partition: Arc::unwrap_or_clone(partition),
+            offset,
+        })
+    }
+}
+
+/// Records sent but not yet durable, in send order, a run of records (one polled batch)
+/// per entry, with what they carry.
 ///
-/// Without stateful transforms an offset is ready once it and everything before it is
-/// durable. With them, offsets wait (staged) for the next state checkpoint to become
-/// durable, and both are committed together: a restart then resumes the source exactly
-/// where the restored state left off, so no record is counted twice or lost.
+/// Without stateful transforms a run's offsets are ready once every record of it and of
+/// the runs before it is durable. With them, offsets wait (staged) for the next state
+/// checkpoint to become durable, and both are committed together: a restart then resumes
+/// the source exactly where the restored state left off, so no record is counted twice or
+/// lost.
 #[derive(Default)]
 struct PendingOffsets {
-    queue: VecDeque<(Option<Ticket>, Carried)>,
+    queue: VecDeque<(Receipt, Carried)>,
     stateful: bool,
     /// Durable offsets waiting for the checkpoint that covers them.
     staged: Vec<SourceOffset>,
@@ -65,27 +97,32 @@ fn upsert(list: &mut Vec<SourceOffset>, offset: SourceOffset) {
 }
 
 impl PendingOffsets {
-    fn push(&mut self, ticket: Option<Ticket>, carried: Carried) {
-        self.queue.push_back((ticket, carried));
+    fn push(&mut self, receipt: Receipt, carried: Carried) {
+        self.queue.push_back((receipt, carried));
     }
 
     /// Moves the durable prefix of the queue into `ready`. Only a prefix: an offset may be
     /// committed only when every record before it is durable too. Returns why the first
     /// record that will never be durable failed, if one did.
     fn collect(&mut self) -> Option<String> {
-        while let Some((ticket, _)) = self.queue.front() {
-            if let Some(ticket) = ticket.as_ref().filter(|t| !t.is_durable()) {
-                return ticket.failure().map(str::to_string);
+        while let Some((receipt, _)) = self.queue.front_mut() {
+            if !receipt.settle() {
+                return receipt.failure().map(str::to_string);
             }
             let Some((_, carried)) = self.queue.pop_front() else {
                 break;
             };
             match carried {
-                Carried::Nothing => {}
-                Carried::Offset(offset) if self.stateful => upsert(&mut self.staged, offset),
-                Carried::Offset(offset) => {
-                    upsert(&mut self.ready, offset);
-                    self.dirty = true;
+                Carried::Offsets(offsets) if self.stateful => {
+                    for offset in offsets.into_offsets() {
+                        upsert(&mut self.staged, offset);
+                    }
+                }
+                Carried::Offsets(offsets) => {
+                    for offset in offsets.into_offsets() {
+                        upsert(&mut self.ready, offset);
+                        self.dirty = true;
+                    }
                 }
                 Carried::State(states) => {
                     for offset in self.staged.drain(..).chain(states) {
@@ -103,6 +140,59 @@ impl PendingOffsets {
     }
 }
 
+/// How a polled record gets from the task to the bus, fixed for a task's run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordPath {
+    /// No transforms, and converters that leave records as they are: nothing can fail.
+    Direct,
+    /// Only filters, and converters that leave records as they are: each record is judged
+    /// by reference and moved on or dropped; a failing one is still whole for its dead
+    /// letter.
+    Filter,
+    /// Transforms or converters that change records: each record is copied, so the
+    /// original is at hand for the dead letter if a step fails.
+    Transform,
+}
+
+impl RecordPath {
+    fn of(chain: &TransformChain, key: Converter, value: Converter) -> RecordPath {
+        if !(key.leaves_source_payloads() && value.leaves_source_payloads()) {
+            RecordPath::Transform
+        } else if chain.is_empty() {
+            RecordPath::Direct
+        } else if chain.is_filter() {
+            RecordPath::Filter
+        } else {
+            RecordPath::Transform
+        }
+    }
+}
+
+/// A polled batch on its way: the tickets of what was sent for it (records and dead
+/// letters) and the offsets it will commit once they are durable.
+#[derive(Default)]
+struct Run {
+    receipt: Receipt,
+    offsets: RunOffsets,
+    filtered: u64,
+}
+
+/// A failure inside the transform chain, naming the step. (When it comes from records a
+/// transform emitted on its own there is no record to blame: it fails the task whatever
+/// the tolerance.)
+fn chain_failure(e: crate::chain::ChainError) -> Failure {
+    Failure::new(
+        Stage::Transformation,
+        format!("transforms.{}", e.alias),
+        e.error,
+        1,
+    )
+}
+
+fn produce_failure(e: crate::bus::BusError) -> Failure {
+    Failure::new(Stage::Produce, "bus", ConnectError::fatal(e.to_string()), 1)
+}
+
 /// How often stateful transforms are told the time (to close processing-time windows).
 const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -110,17 +200,6 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// A failure of a transform emitting held-back records: there is no record to blame, so
-/// it fails the task whatever the tolerance.
-fn held_failure(e: crate::chain::ChainError) -> Failure {
-    Failure::new(
-        Stage::Transformation,
-        format!("transforms.{}", e.alias),
-        e.error,
-        1,
-    )
 }
 
 /// The offset-store partition under which a transform's state is saved.
@@ -138,6 +217,7 @@ struct SourceRun {
     value_converter: Converter,
     operator: RetryOperator,
     partitions: Option<u32>,
+    path: RecordPath,
     pending: PendingOffsets,
     last_commit: Instant,
     last_checkpoint: Instant,
@@ -213,12 +293,15 @@ async fn start(env: &TaskEnv) -> Result<SourceRun, ConnectError> {
     })
     .await?;
     let metrics = env.metrics.task(env.task_id);
+    let key_converter = Converter::new(common.key_converter, common.key_schemas_enable);
+    let value_converter = Converter::new(common.value_converter, common.value_schemas_enable);
     Ok(SourceRun {
         env: env.clone(),
         task,
+        path: RecordPath::of(&chain, key_converter, value_converter),
         chain,
-        key_converter: Converter::new(common.key_converter, common.key_schemas_enable),
-        value_converter: Converter::new(common.value_converter, common.value_schemas_enable),
+        key_converter,
+        value_converter,
         operator: RetryOperator::new(
             ErrorPolicy::from_config(&common),
             env.connector.name(),
@@ -309,7 +392,7 @@ impl SourceRun {
                     tracing::info!(connector = %self.env.connector.name(), task = self.env.task_id, "source exhausted");
                     // End of input: stateful transforms emit what they hold back.
                     let mut held = Vec::new();
-                    self.chain.flush(&mut held).map_err(held_failure)?;
+                    self.chain.flush(&mut held).map_err(chain_failure)?;
                     self.send_held(held).await?;
                     self.checkpoint_marker();
                     progress.exhausted.store(true, Ordering::Release);
@@ -321,7 +404,9 @@ impl SourceRun {
                         if self.last_tick.elapsed() >= TICK_INTERVAL {
                             self.last_tick = Instant::now();
                             let mut held = Vec::new();
-                            self.chain.tick(now_ms(), &mut held).map_err(held_failure)?;
+                            self.chain
+                                .tick(now_ms(), &mut held)
+                                .map_err(chain_failure)?;
                             self.send_held(held).await?;
                         }
                         if self.last_checkpoint.elapsed() >= self.flush_interval() {
@@ -356,16 +441,15 @@ impl SourceRun {
     /// Sends records a stateful transform emitted on its own (closed windows); they carry
     /// no source offset.
     async fn send_held(&mut self, held: Vec<Record>) -> Result<(), Failure> {
-        let count = held.len() as u64;
-        for record in held {
-            self.note_topic(&record.topic);
-            let ticket = self.send(record).await?;
-            self.pending.push(Some(ticket), Carried::Nothing);
+        if held.is_empty() {
+            return Ok(());
         }
-        if count > 0 {
-            TaskMetrics::add(&self.metrics().written, count);
-            self.metrics().progressed();
-        }
+        let mut run = Run::default();
+        let sent = self.send_out(held, &mut run).await;
+        self.pending
+            .push(run.receipt, Carried::Offsets(RunOffsets::default()));
+        sent?;
+        self.metrics().progressed();
         Ok(())
     }
 
@@ -385,16 +469,13 @@ impl SourceRun {
                 offset: state,
             })
             .collect();
-        self.pending.push(None, Carried::State(states));
+        self.pending
+            .push(Receipt::default(), Carried::State(states));
     }
 
-    /// Whether a record can fail between poll and bus; if not, no copy is kept for dead letters.
-    fn may_fail(&self) -> bool {
-        !self.chain.is_empty()
-            || self.key_converter.class != ConverterClass::Json
-            || self.value_converter.class != ConverterClass::Json
-    }
-
+    /// Transforms, converts and sends a polled batch. Its offsets are queued as one run,
+    /// also when a record fails the task midway: what was sent before it is committed once
+    /// durable.
     async fn send_batch(
         &mut self,
         batch: Vec<SourceRecord>,
@@ -402,92 +483,116 @@ impl SourceRun {
     ) -> Result<(), Failure> {
         TaskMetrics::add(&self.metrics().polled, batch.len() as u64);
         self.metrics().progressed();
-        let mut filtered = 0;
-        let may_fail = self.may_fail();
+        let mut run = Run::default();
+        let result = self.process_batch(batch, stop, &mut run).await;
+        TaskMetrics::add(&self.metrics().filtered, run.filtered);
+        self.pending
+            .push(run.receipt, Carried::Offsets(run.offsets));
+        result
+    }
+
+    async fn process_batch(
+        &mut self,
+        batch: Vec<SourceRecord>,
+        stop: &mut StopSignal,
+        run: &mut Run,
+    ) -> Result<(), Failure> {
+        let mut out = Vec::with_capacity(batch.len());
         for source_record in batch {
             let SourceRecord {
                 record,
                 source_partition,
                 source_offset,
             } = source_record;
-            let offset = SourceOffset {
-                partition: source_partition,
-                offset: source_offset,
-            };
-            self.outputs.clear();
-            let failure = if may_fail {
-                let original = record;
-                let (chain, key_conv, value_conv, outputs) = (
-                    &mut self.chain,
-                    self.key_converter,
-                    self.value_converter,
-                    &mut self.outputs,
-                );
-                let result = self
-                    .operator
-                    .run(stop, || {
-                        outputs.clear();
-                        process(original.clone(), chain, key_conv, value_conv, outputs)
-                    })
-                    .await;
-                result.err().map(|(mut f, attempts)| {
-                    f.attempts = attempts;
-                    (f, original)
-                })
-            } else {
-                self.outputs.push(record);
-                None
-            };
-            if let Some((failure, original)) = failure {
-                TaskMetrics::add(&self.metrics().failed, 1);
-                match self.operator.dispose(failure, &original) {
-                    Disposition::Fail(f) => {
-                        TaskMetrics::add(&self.metrics().filtered, filtered);
-                        return Err(f);
-                    }
-                    Disposition::Skip(None) => self.pending.push(None, Carried::Offset(offset)),
-                    Disposition::Skip(Some(mut dead)) => {
-                        without_topic_context(&mut dead, original.headers.len());
-                        let ticket = self.send(dead).await?;
-                        TaskMetrics::add(&self.metrics().dead_lettered, 1);
-                        // The offset rides on the dead letter: it is committed only once
-                        // the dead letter (and everything sent before it) is durable.
-                        self.pending.push(Some(ticket), Carried::Offset(offset));
+            let failure = match self.path {
+                RecordPath::Direct => {
+                    out.push(record);
+                    None
+                }
+                RecordPath::Filter => {
+                    let chain = &mut self.chain;
+                    let kept = self
+                        .operator
+                        .run(stop, || chain.keeps(&record).map_err(chain_failure))
+                        .await;
+                    match kept {
+                        Ok(true) => {
+                            out.push(record);
+                            None
+                        }
+                        Ok(false) => {
+                            run.filtered += 1;
+                            None
+                        }
+                        Err((failure, attempts)) => Some((failure, attempts, record)),
                     }
                 }
-                continue;
+                RecordPath::Transform => {
+                    let (chain, key_conv, value_conv, outputs) = (
+                        &mut self.chain,
+                        self.key_converter,
+                        self.value_converter,
+                        &mut self.outputs,
+                    );
+                    let result = self
+                        .operator
+                        .run(stop, || {
+                            outputs.clear();
+                            process(record.clone(), chain, key_conv, value_conv, outputs)
+                        })
+                        .await;
+                    match result {
+                        Ok(()) => {
+                            run.filtered += u64::from(self.outputs.is_empty());
+                            out.append(&mut self.outputs);
+                            None
+                        }
+                        Err((failure, attempts)) => Some((failure, attempts, record)),
+                    }
+                }
+            };
+            if let Some((mut failure, attempts, original)) = failure {
+                failure.attempts = attempts;
+                TaskMetrics::add(&self.metrics().failed, 1);
+                // What came before is sent first: a dead letter never overtakes it, and a
+                // failing task has sent everything before the record that failed it.
+                self.send_out(std::mem::take(&mut out), run).await?;
+                match self.operator.dispose(failure, &original) {
+                    Disposition::Fail(f) => return Err(f),
+                    Disposition::Skip(None) => {}
+                    Disposition::Skip(Some(mut dead)) => {
+                        without_topic_context(&mut dead, original.headers.len());
+                        // The offset is committed only once the dead letter (and everything
+                        // sent before it) is durable: its ticket joins the run's.
+                        let ticket = self.send(dead).await?;
+                        run.receipt.add(ticket);
+                        TaskMetrics::add(&self.metrics().dead_lettered, 1);
+                    }
+                }
             }
-            let outputs = std::mem::take(&mut self.outputs);
-            let count = outputs.len();
-            let mut offset = Some(offset);
-            if count == 0 {
-                filtered += 1;
-                self.pending.push(
-                    None,
-                    offset.take().map_or(Carried::Nothing, Carried::Offset),
-                );
-            }
-            for (i, out) in outputs.into_iter().enumerate() {
-                self.note_topic(&out.topic);
-                let ticket = self.send(out).await?;
-                // The offset rides on the record's last output: it is durable when all are.
-                let carries = if i + 1 == count { offset.take() } else { None };
-                self.pending.push(
-                    Some(ticket),
-                    carries.map_or(Carried::Nothing, Carried::Offset),
-                );
-            }
-            TaskMetrics::add(&self.metrics().written, count as u64);
+            run.offsets.note(source_partition, source_offset);
         }
-        TaskMetrics::add(&self.metrics().filtered, filtered);
-        Ok(())
+        self.send_out(out, run).await
     }
 
-    /// KIP-558: a record goes to `topic` (dead letters are not noted, as in Kafka Connect).
-    fn note_topic(&mut self, topic: &str) {
-        if let Some(tracker) = &mut self.topics {
-            tracker.note(&self.env.metrics.topics, topic);
+    /// Sends records in order, their tickets into the run's receipt.
+    async fn send_out(&mut self, records: Vec<Record>, run: &mut Run) -> Result<(), Failure> {
+        if records.is_empty() {
+            return Ok(());
         }
+        let count = records.len() as u64;
+        if let Some(tracker) = &mut self.topics {
+            for record in &records {
+                tracker.note(&self.env.metrics.topics, &record.topic);
+            }
+        }
+        self.env
+            .bus
+            .send_all(records, self.partitions, &mut run.receipt)
+            .await
+            .map_err(produce_failure)?;
+        TaskMetrics::add(&self.metrics().written, count);
+        Ok(())
     }
 
     async fn send(&mut self, record: Record) -> Result<Ticket, Failure> {
@@ -495,7 +600,7 @@ impl SourceRun {
             .bus
             .send(record, self.partitions)
             .await
-            .map_err(|e| Failure::new(Stage::Produce, "bus", ConnectError::fatal(e.to_string()), 1))
+            .map_err(produce_failure)
     }
 
     async fn commit(&mut self) {
@@ -539,7 +644,7 @@ impl SourceRun {
         }
         if !self.pending.is_empty() {
             tracing::warn!(
-                connector = %self.env.connector.name(), task = self.env.task_id, in_flight = self.pending.queue.len(),
+                connector = %self.env.connector.name(), task = self.env.task_id, batches_in_flight = self.pending.queue.len(),
                 "stopping with records not yet durable; they will be sent again on restart"
             );
         }
@@ -572,14 +677,7 @@ fn process(
     value_converter: Converter,
     outputs: &mut Vec<Record>,
 ) -> Result<(), Failure> {
-    chain.apply(record, outputs).map_err(|e| {
-        Failure::new(
-            Stage::Transformation,
-            format!("transforms.{}", e.alias),
-            e.error,
-            1,
-        )
-    })?;
+    chain.apply(record, outputs).map_err(chain_failure)?;
     for out in outputs.iter_mut() {
         out.key = key_converter
             .from_connect(out.key.take())
@@ -607,27 +705,79 @@ mod tests {
     use crate::bus::DurableMark;
     use serde_json::json;
 
-    fn offset(seq: u64) -> Carried {
-        Carried::Offset(SourceOffset {
-            partition: json!({"task": 0}),
-            offset: json!({"seq": seq}),
-        })
+    /// A run of records of source partition `{"task": 0}` sent as bus offsets `sent` of
+    /// the partition `mark` tracks; the last record has source offset `{"seq": last}`.
+    fn run(mark: &Arc<DurableMark>, sent: std::ops::Range<i64>, last: u64) -> (Receipt, Carried) {
+        let partition = Arc::new(json!({"task": 0}));
+        let mut receipt = Receipt::default();
+        let mut run = RunOffsets::default();
+        let first = last + 1 - sent.clone().count() as u64;
+        for (seq, offset) in (first..).zip(sent) {
+            receipt.add(Ticket::new(mark.clone(), offset));
+            run.note(partition.clone(), json!({ "seq": seq }));
+        }
+        (receipt, Carried::Offsets(run))
+    }
+
+    fn ready_seqs(pending: &PendingOffsets) -> Vec<serde_json::Value> {
+        pending
+            .ready
+            .iter()
+            .map(|o| o.offset["seq"].clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_run_keeps_the_last_offset_of_each_source_partition() {
+        let a = Arc::new(json!({"file": "a"}));
+        let b = Arc::new(json!({"file": "b"}));
+        let mut run = RunOffsets::default();
+        run.note(a.clone(), json!(1));
+        run.note(a.clone(), json!(2));
+        run.note(b.clone(), json!(10));
+        run.note(a.clone(), json!(3));
+        // Equal to `b` but another Arc: still the same source partition.
+        run.note(Arc::new(json!({"file": "b"})), json!(11));
+        let offsets: Vec<(serde_json::Value, serde_json::Value)> = run
+            .into_offsets()
+            .map(|o| (o.partition, o.offset))
+            .collect();
+        assert_eq!(
+            offsets,
+            vec![
+                (json!({"file": "a"}), json!(3)),
+                (json!({"file": "b"}), json!(11))
+            ]
+        );
     }
 
     #[test]
     fn offsets_become_ready_only_as_a_durable_prefix() {
         let mark = Arc::new(DurableMark::default());
         let mut pending = PendingOffsets::default();
-        pending.push(Some(Ticket::new(mark.clone(), 0)), offset(10));
-        pending.push(Some(Ticket::new(mark.clone(), 1)), offset(11));
+        let (receipt, carried) = run(&mark, 0..3, 10);
+        pending.push(receipt, carried);
+        let (receipt, carried) = run(&mark, 3..5, 20);
+        pending.push(receipt, carried);
         pending.collect();
         assert!(pending.ready.is_empty());
-        mark.advance_to(1); // record 0 durable, record 1 not
+        mark.advance_to(2); // the first run's last record (offset 2) is not durable
         pending.collect();
-        assert_eq!(pending.ready[0].offset, json!({"seq": 10}));
-        mark.advance_to(2);
+        assert!(
+            pending.ready.is_empty(),
+            "no offset before its whole run is durable"
+        );
+        mark.advance_to(4);
         pending.collect();
-        assert_eq!(pending.ready[0].offset, json!({"seq": 11}));
+        assert_eq!(ready_seqs(&pending), vec![json!(10)]);
+        assert!(pending.dirty);
+        mark.advance_to(5);
+        pending.collect();
+        assert_eq!(
+            ready_seqs(&pending),
+            vec![json!(20)],
+            "one offset per partition"
+        );
         assert!(pending.is_empty());
     }
 
@@ -636,24 +786,49 @@ mod tests {
         let data = Arc::new(DurableMark::default());
         let dlq = Arc::new(DurableMark::default());
         let mut pending = PendingOffsets::default();
-        pending.push(Some(Ticket::new(data.clone(), 0)), offset(1));
-        // Record 2 was rejected: its dead letter carries its offset.
-        pending.push(Some(Ticket::new(dlq.clone(), 0)), offset(2));
-        pending.push(Some(Ticket::new(data.clone(), 1)), offset(3));
+        let (receipt, carried) = run(&data, 0..1, 1);
+        pending.push(receipt, carried);
+        // The next run's record 2 was rejected: its dead letter's ticket is in the run.
+        let (mut receipt, carried) = run(&data, 1..2, 3);
+        receipt.add(Ticket::new(dlq.clone(), 0));
+        pending.push(receipt, carried);
         data.advance_to(2); // both good records durable, the dead letter not yet
         pending.collect();
-        assert_eq!(pending.ready[0].offset, json!({"seq": 1}));
+        assert_eq!(ready_seqs(&pending), vec![json!(1)]);
         dlq.fail("broker said no".into());
         assert_eq!(pending.collect().as_deref(), Some("broker said no"));
-        assert_eq!(pending.ready[0].offset, json!({"seq": 1}), "not past it");
-        let mut pending = PendingOffsets::default();
+        assert_eq!(ready_seqs(&pending), vec![json!(1)], "not past it");
         let dlq = Arc::new(DurableMark::default());
-        pending.push(Some(Ticket::new(dlq.clone(), 0)), offset(2));
+        let mut pending = PendingOffsets::default();
+        let (mut receipt, carried) = run(&data, 2..2, 0);
+        receipt.add(Ticket::new(dlq.clone(), 0));
+        let Carried::Offsets(mut offsets) = carried else {
+            unreachable!()
+        };
+        offsets.note(Arc::new(json!({"task": 0})), json!({"seq": 2}));
+        pending.push(receipt, Carried::Offsets(offsets));
         pending.collect();
         assert!(pending.ready.is_empty());
         dlq.advance_to(1);
         pending.collect();
-        assert_eq!(pending.ready[0].offset, json!({"seq": 2}));
+        assert_eq!(ready_seqs(&pending), vec![json!(2)]);
+    }
+
+    #[test]
+    fn a_run_of_filtered_records_commits_after_the_runs_before_it() {
+        let mark = Arc::new(DurableMark::default());
+        let mut pending = PendingOffsets::default();
+        let (receipt, carried) = run(&mark, 0..2, 5);
+        pending.push(receipt, carried);
+        // Every record of the next batch was filtered out: nothing sent, offsets only.
+        let mut offsets = RunOffsets::default();
+        offsets.note(Arc::new(json!({"task": 0})), json!({"seq": 9}));
+        pending.push(Receipt::default(), Carried::Offsets(offsets));
+        pending.collect();
+        assert!(pending.ready.is_empty(), "behind records not yet durable");
+        mark.advance_to(2);
+        pending.collect();
+        assert_eq!(ready_seqs(&pending), vec![json!(9)]);
     }
 
     #[test]
@@ -721,15 +896,17 @@ mod tests {
             stateful: true,
             ..PendingOffsets::default()
         };
-        pending.push(Some(Ticket::new(mark.clone(), 0)), offset(1));
+        let (receipt, carried) = run(&mark, 0..1, 1);
+        pending.push(receipt, carried);
         pending.push(
-            None,
+            Receipt::default(),
             Carried::State(vec![SourceOffset {
                 partition: state_partition("agg", 0),
                 offset: json!({"count": 1}),
             }]),
         );
-        pending.push(Some(Ticket::new(mark.clone(), 1)), offset(2));
+        let (receipt, carried) = run(&mark, 1..2, 2);
+        pending.push(receipt, carried);
         mark.advance_to(2); // everything durable
         pending.collect();
         // Offset 1 and the state committed together; offset 2 waits for the next checkpoint.

@@ -132,16 +132,25 @@ impl Filter {
 
 impl Transform for Filter {
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), ConnectError> {
-        match self.condition.evaluate(&record) {
-            Ok(true) => out.push(record),
-            Ok(false) => {}
-            Err(err) => match self.on_error {
-                OnError::Fail => return Err(err),
-                OnError::Drop => {}
-                OnError::Keep => out.push(record),
-            },
+        if self.keeps(&record)? {
+            out.push(record);
         }
         Ok(())
+    }
+
+    fn is_filter(&self) -> bool {
+        true
+    }
+
+    fn keeps(&mut self, record: &Record) -> Result<bool, ConnectError> {
+        match self.condition.evaluate(record) {
+            Ok(keep) => Ok(keep),
+            Err(err) => match self.on_error {
+                OnError::Fail => Err(err),
+                OnError::Drop => Ok(false),
+                OnError::Keep => Ok(true),
+            },
+        }
     }
 }
 

@@ -18,8 +18,8 @@ use tokio::sync::Notify;
 use crate::metrics::{LagProbe, PartitionLag};
 
 use super::{
-    Bus, BusConsumer, BusError, ConnectorBusSettings, DurableMark, Position, Ticket, TopicFilter,
-    partition_for_key,
+    Bus, BusConsumer, BusError, ConnectorBusSettings, DurableMark, Position, Receipt, Ticket,
+    TopicFilter, partition_for_key,
 };
 
 /// A handle to the embedded bus; clones share one bus.
@@ -182,38 +182,101 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Appends from the front of `share` (records bound for `log`, partition set) as many
+    /// records as there is room for, or all of them when nobody consumes the topic (they
+    /// are done as soon as they are sent). Returns the ticket of the last one appended;
+    /// `None` when the partition is full.
+    fn append(&self, log: &PartitionLog, share: &mut VecDeque<Record>) -> Option<Ticket> {
+        let mut inner = lock(&log.inner);
+        if inner.acked.is_empty() {
+            let count = share.len() as i64;
+            inner.end += count;
+            inner.base = inner.end;
+            log.mark.advance_to(inner.end);
+            let last = inner.end - 1;
+            drop(inner);
+            share.clear();
+            return (count > 0).then(|| Ticket::new(log.mark.clone(), last));
+        }
+        let room = self
+            .capacity
+            .saturating_sub(inner.records.len())
+            .min(share.len());
+        if room == 0 {
+            return None;
+        }
+        for mut record in share.drain(..room) {
+            record.offset = Some(inner.end);
+            inner.records.push_back(Arc::new(record));
+            inner.end += 1;
+        }
+        let last = inner.end - 1;
+        drop(inner);
+        // One wake-up for the whole share: consumers take what is there when they run.
+        self.data_ready.notify_waiters();
+        Some(Ticket::new(log.mark.clone(), last))
+    }
+}
+
 #[async_trait]
 impl Bus for EmbeddedBus {
     async fn send(&self, mut record: Record, partitions: Option<u32>) -> Result<Ticket, BusError> {
         let this = &*self.shared;
         let topic = this.topic(&record.topic, partitions);
         let log = topic.partitions[Shared::choose_partition(&topic, &record)].clone();
+        record.partition = Some(log.index);
+        let mut share = VecDeque::from([record]);
         loop {
             let mut room = pin!(log.space.notified());
             room.as_mut().enable();
-            {
-                let mut inner = lock(&log.inner);
-                if inner.acked.is_empty() {
-                    // Nobody consumes this topic: the record is done as soon as it is sent.
-                    let offset = inner.end;
-                    inner.end += 1;
-                    inner.base = inner.end;
-                    log.mark.advance_to(inner.end);
-                    return Ok(Ticket::new(log.mark.clone(), offset));
-                }
-                if inner.records.len() < this.capacity {
-                    let offset = inner.end;
-                    record.partition = Some(log.index);
-                    record.offset = Some(offset);
-                    inner.records.push_back(Arc::new(record));
-                    inner.end += 1;
-                    drop(inner);
-                    this.data_ready.notify_waiters();
-                    return Ok(Ticket::new(log.mark.clone(), offset));
-                }
+            if let Some(ticket) = this.append(&log, &mut share) {
+                return Ok(ticket);
             }
             room.await;
         }
+    }
+
+    async fn send_all(
+        &self,
+        records: Vec<Record>,
+        partitions: Option<u32>,
+        receipt: &mut Receipt,
+    ) -> Result<(), BusError> {
+        let this = &*self.shared;
+        // Each partition's share of the batch, in send order.
+        let mut shares: Vec<(Arc<PartitionLog>, VecDeque<Record>)> = Vec::new();
+        let mut topic: Option<Arc<Topic>> = None;
+        for mut record in records {
+            let topic = match &mut topic {
+                Some(t) if t.name == record.topic => t,
+                slot => slot.insert(this.topic(&record.topic, partitions)),
+            };
+            let log = &topic.partitions[Shared::choose_partition(topic, &record)];
+            record.partition = Some(log.index);
+            match shares.iter_mut().find(|(l, _)| Arc::ptr_eq(l, log)) {
+                Some((_, share)) => share.push_back(record),
+                None => shares.push((log.clone(), VecDeque::from([record]))),
+            }
+        }
+        // What fits everywhere first, so no partition waits behind another's backlog;
+        // then the rest as room is made.
+        for (log, share) in &mut shares {
+            if let Some(ticket) = this.append(log, share) {
+                receipt.add(ticket);
+            }
+        }
+        for (log, share) in &mut shares {
+            while !share.is_empty() {
+                let mut room = pin!(log.space.notified());
+                room.as_mut().enable();
+                match this.append(log, share) {
+                    Some(ticket) => receipt.add(ticket),
+                    None => room.await,
+                }
+            }
+        }
+        Ok(())
     }
 
     fn register_group(&self, group: &str, filter: &TopicFilter) {
@@ -568,6 +631,67 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!ticket.is_durable());
+    }
+
+    #[tokio::test]
+    async fn send_all_appends_each_partitions_share_in_order_and_waits_for_room() {
+        let bus = EmbeddedBus::new(3, 2);
+        let filter = names(&["t"]);
+        bus.register_group("g", &filter);
+        let mut consumer = bus.subscribe("g", &filter, 0, 1);
+        // Unkeyed records alternate: partition 0 gets 0, 2, 4, 6 and partition 1 gets
+        // 1, 3, 5, 7; three fit in each.
+        let sender = {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let mut receipt = Receipt::default();
+                let records = (0..8).map(|n| record("t", n)).collect();
+                bus.send_all(records, None, &mut receipt).await.unwrap();
+                receipt
+            })
+        };
+        let mut by_partition: BTreeMap<i32, Vec<(i64, i64)>> = BTreeMap::new();
+        let mut take = |batch: Vec<Arc<Record>>| {
+            for r in batch {
+                let value = r.value_json().and_then(|v| v.as_i64()).unwrap();
+                by_partition
+                    .entry(r.partition.unwrap())
+                    .or_default()
+                    .push((r.offset.unwrap(), value));
+            }
+        };
+        let mut got = Vec::new();
+        while got.len() < 6 {
+            got.extend(consumer.poll(10, Duration::from_millis(100)).await.unwrap());
+        }
+        assert_eq!(got.len(), 6, "only what fits");
+        take(got);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!sender.is_finished(), "the rest waits for room");
+        let ack = |next_offset| {
+            [0, 1].map(|partition| Position {
+                topic: "t".into(),
+                partition,
+                next_offset,
+            })
+        };
+        consumer.commit(&ack(3)).await.unwrap();
+        let mut receipt = tokio::time::timeout(Duration::from_secs(5), sender)
+            .await
+            .unwrap()
+            .unwrap();
+        take(consumer.poll(10, Duration::from_millis(100)).await.unwrap());
+        assert_eq!(
+            by_partition,
+            BTreeMap::from([
+                (0, vec![(0, 0), (1, 2), (2, 4), (3, 6)]),
+                (1, vec![(0, 1), (1, 3), (2, 5), (3, 7)]),
+            ])
+        );
+        assert!(!receipt.settle(), "nothing acknowledged past offset 2");
+        consumer.commit(&ack(4)).await.unwrap();
+        assert!(receipt.settle());
+        assert!(bus.is_settled());
     }
 
     #[tokio::test]

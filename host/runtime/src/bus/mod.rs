@@ -70,6 +70,57 @@ impl Ticket {
     }
 }
 
+/// Proof of many sends: for each durability mark written to, the ticket of the last
+/// record sent under it. A mark moves forward as a prefix, so these tickets are all
+/// durable exactly when every record sent is.
+#[derive(Debug, Default)]
+pub struct Receipt {
+    /// Not yet seen durable.
+    tickets: Vec<Ticket>,
+}
+
+/// How many of the newest tickets [`Receipt::add`] compares marks with. Records of one
+/// batch alternate between a few partitions; a bus with one mark per record (Kafka) must
+/// not cost a scan of the whole receipt per record.
+const RECENT_MARKS: usize = 4;
+
+impl Receipt {
+    /// Adds the ticket of a record sent after everything already in the receipt.
+    pub fn add(&mut self, ticket: Ticket) {
+        let same = self
+            .tickets
+            .iter_mut()
+            .rev()
+            .take(RECENT_MARKS)
+            .find(|t| Arc::ptr_eq(&t.mark, &ticket.mark));
+        match same {
+            Some(t) => t.offset = t.offset.max(ticket.offset),
+            None => self.tickets.push(ticket),
+        }
+    }
+
+    /// Whether every record sent is durable. Forgets the tickets found durable, so each
+    /// is checked until it is, and not after.
+    pub fn settle(&mut self) -> bool {
+        self.tickets.retain(|t| !t.is_durable());
+        self.tickets.is_empty()
+    }
+
+    /// Why a record of this receipt will never become durable, if one will not.
+    pub fn failure(&self) -> Option<&str> {
+        self.tickets.iter().find_map(Ticket::failure)
+    }
+
+    /// The tickets not yet seen durable.
+    pub fn len(&self) -> usize {
+        self.tickets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tickets.is_empty()
+    }
+}
+
 /// Which topics a sink connector consumes.
 #[derive(Debug, Clone)]
 pub enum TopicFilter {
@@ -115,6 +166,22 @@ pub trait Bus: Send + Sync {
     /// new). Waits while the target partition is full: this is the backpressure that
     /// slows a source down to its slowest sink.
     async fn send(&self, record: Record, partitions: Option<u32>) -> Result<Ticket, BusError>;
+
+    /// Sends `records` in order, as `send` would one by one, adding their tickets to
+    /// `receipt`. On an error the records sent before it are in the receipt. A bus may
+    /// append a partition's share of the batch at once (the embedded bus: one lock and
+    /// one wake-up per partition instead of per record).
+    async fn send_all(
+        &self,
+        records: Vec<Record>,
+        partitions: Option<u32>,
+        receipt: &mut Receipt,
+    ) -> Result<(), BusError> {
+        for record in records {
+            receipt.add(self.send(record, partitions).await?);
+        }
+        Ok(())
+    }
 
     /// Declares consumer group `group`: from now on records of matching topics are kept
     /// until the group acknowledges them. Call before the sources start.
@@ -279,6 +346,48 @@ mod tests {
             -58897971
         );
         assert_eq!(murmur2(b"abc"), 479470107);
+    }
+
+    #[test]
+    fn a_receipt_is_durable_when_every_mark_passed_its_last_record() {
+        let a = Arc::new(DurableMark::default());
+        let b = Arc::new(DurableMark::default());
+        let mut receipt = Receipt::default();
+        assert!(
+            receipt.settle(),
+            "an empty receipt proves nothing is pending"
+        );
+        for offset in 0..3 {
+            receipt.add(Ticket::new(a.clone(), offset));
+            receipt.add(Ticket::new(b.clone(), offset));
+        }
+        assert_eq!(receipt.len(), 2, "one ticket per mark");
+        a.advance_to(3);
+        b.advance_to(2); // b's last record (offset 2) is not durable yet
+        assert!(!receipt.settle());
+        assert_eq!(receipt.len(), 1, "a's ticket is forgotten once durable");
+        b.fail("rejected".into());
+        assert_eq!(receipt.failure(), Some("rejected"));
+        b.advance_to(3);
+        assert!(receipt.settle());
+        assert_eq!(receipt.failure(), None);
+    }
+
+    #[test]
+    fn a_receipt_of_one_mark_per_record_keeps_every_ticket() {
+        // Kafka: each record has a mark of its own; none may be merged away.
+        let marks: Vec<Arc<DurableMark>> = (0..10).map(|_| Arc::default()).collect();
+        let mut receipt = Receipt::default();
+        for mark in &marks {
+            receipt.add(Ticket::new(mark.clone(), 0));
+        }
+        assert_eq!(receipt.len(), 10);
+        for mark in &marks[..9] {
+            mark.advance_to(1);
+        }
+        assert!(!receipt.settle());
+        marks[9].advance_to(1);
+        assert!(receipt.settle());
     }
 
     #[test]
