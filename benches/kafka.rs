@@ -324,15 +324,11 @@ fn value_digest(values: impl Iterator<Item = Vec<u8>>) -> Digest {
 // ---------------------------------------------------------------- settings
 
 /// The worker file both sides take their client settings from (`producer.*` and
-/// `consumer.*` apply to the bare loops too):
+/// `consumer.*` apply to the bare loops too, as do sluice's own consumer defaults,
+/// `fetch.queue.backoff.ms=10` and `fetch.wait.max.ms=100`, through
+/// [`KafkaSettings::consumer`]):
 /// - a short group session, as the tests use (tansu holds a new group's first join for
 ///   about half of it);
-/// - `consumer.fetch.queue.backoff.ms=10`: librdkafka's default (1000) stops fetching a
-///   partition for a second whenever its pre-fetch queue holds `queued.min.messages`
-///   (100,000): any consumer slower than the fetching stalls that long, again and again;
-/// - `consumer.fetch.wait.max.ms=100` (default 500): the `--drain` check asks for the end
-///   of each partition, and the broker answers it only after the long-polling fetch ahead
-///   of it on the same connection;
 /// - `consumer.max.poll.records=5000` (default 500): records per sink `put`;
 /// - `embedded.partition.capacity=200000` (default 10,000): the sink driver flushes (fsync)
 ///   and commits after half of it, 100,000 records, instead of every 5,000.
@@ -344,8 +340,6 @@ fn worker_file(dir: &Path, bootstrap: &str) -> PathBuf {
         "consumer.session.timeout.ms": "6000",
         "consumer.heartbeat.interval.ms": "1000",
         "consumer.topic.metadata.refresh.interval.ms": "1000",
-        "consumer.fetch.queue.backoff.ms": "10",
-        "consumer.fetch.wait.max.ms": "100",
         "consumer.max.poll.records": "5000",
         "embedded.partition.capacity": "200000",
     });
