@@ -13,7 +13,8 @@
 //!    delivery report is in;
 //! 2. Kafka → sink: `sluice standalone --drain` with a FileSink alone, consuming the topic
 //!    sluice wrote (time from the group's first assignment to "drained": every record
-//!    written, fsynced and its offset committed up to the end of the partition) vs a bare
+//!    written, fsynced and its offset committed up to the end of the partition), and the
+//!    same with a NullSink (every record acknowledged, nothing written), vs a bare
 //!    `BaseConsumer` loop reading the same topic in a fresh group, touching every key and
 //!    value, one synchronous commit at the end.
 //!
@@ -21,8 +22,9 @@
 //! The first join of a new group is held by tansu for about half the session timeout; it
 //! is measured separately and left out of the consumer figures, on both sides, as is the
 //! time sluice takes to exit after draining (closing its clients). Counts and contents
-//! are checked: the topic sluice wrote must hold exactly the generated records, and the
-//! sink's file exactly their values.
+//! are checked: the topic sluice wrote must hold exactly the generated records, the
+//! FileSink's file exactly their values, and the NullSink's group must have committed
+//! every partition's end.
 //!
 //! Environment: SLUICE_BENCH_EVENTS (default 500,000), SLUICE_BENCH_ROUNDS (default 3),
 //! SLUICE_BENCH_PARTITIONS (default 1), SLUICE_BENCH_CONVERTER (the sink's key and value
@@ -324,15 +326,11 @@ fn value_digest(values: impl Iterator<Item = Vec<u8>>) -> Digest {
 // ---------------------------------------------------------------- settings
 
 /// The worker file both sides take their client settings from (`producer.*` and
-/// `consumer.*` apply to the bare loops too):
+/// `consumer.*` apply to the bare loops too, as do sluice's own consumer defaults,
+/// `fetch.queue.backoff.ms=10` and `fetch.wait.max.ms=100`, through
+/// [`KafkaSettings::consumer`]):
 /// - a short group session, as the tests use (tansu holds a new group's first join for
 ///   about half of it);
-/// - `consumer.fetch.queue.backoff.ms=10`: librdkafka's default (1000) stops fetching a
-///   partition for a second whenever its pre-fetch queue holds `queued.min.messages`
-///   (100,000): any consumer slower than the fetching stalls that long, again and again;
-/// - `consumer.fetch.wait.max.ms=100` (default 500): the `--drain` check asks for the end
-///   of each partition, and the broker answers it only after the long-polling fetch ahead
-///   of it on the same connection;
 /// - `consumer.max.poll.records=5000` (default 500): records per sink `put`;
 /// - `embedded.partition.capacity=200000` (default 10,000): the sink driver flushes (fsync)
 ///   and commits after half of it, 100,000 records, instead of every 5,000.
@@ -344,8 +342,6 @@ fn worker_file(dir: &Path, bootstrap: &str) -> PathBuf {
         "consumer.session.timeout.ms": "6000",
         "consumer.heartbeat.interval.ms": "1000",
         "consumer.topic.metadata.refresh.interval.ms": "1000",
-        "consumer.fetch.queue.backoff.ms": "10",
-        "consumer.fetch.wait.max.ms": "100",
         "consumer.max.poll.records": "5000",
         "embedded.partition.capacity": "200000",
     });
@@ -648,6 +644,39 @@ fn sluice_produce(dir: &Path, worker: &Path, topic: &str, events: u64, partition
     run_sluice(worker, &path)
 }
 
+/// A NullSink alone: the same run without a sink's own work.
+fn sluice_consume_null(dir: &Path, worker: &Path, topic: &str, converter: &str) -> Run {
+    let path = dir.join("null.json");
+    let config = json!({
+        "name": "bench-null",
+        "connector.class": "NullSink",
+        "topics": topic,
+        "key.converter": converter,
+        "value.converter": converter,
+    });
+    std::fs::write(&path, config.to_string()).expect("connector file");
+    run_sluice(worker, &path)
+}
+
+/// The sum over a topic's partitions of `group`'s committed offsets.
+fn committed_total(settings: &KafkaSettings, group: &str, topic: &str, partitions: u32) -> i64 {
+    let consumer: BaseConsumer = settings.consumer(group, &[]).create().expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition(topic, p);
+    }
+    consumer
+        .committed_offsets(tpl, TIMEOUT)
+        .expect("committed offsets")
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
 fn sluice_consume(dir: &Path, worker: &Path, topic: &str, converter: &str) -> (Run, PathBuf) {
     let out = dir.join("sink.jsonl");
     let path = dir.join("sink.json");
@@ -692,6 +721,8 @@ struct Round {
     sluice_produce: Duration,
     bare_consume: Duration,
     sluice_consume: Duration,
+    /// The same with a NullSink.
+    sluice_null: Duration,
     bare_join: Duration,
     sluice_join: Duration,
     /// From spawning sluice to its worker starting the connector (counted).
@@ -699,9 +730,10 @@ struct Round {
     /// From "drained" to the process's exit (closing clients), not counted.
     produce_exit: Duration,
     consume_exit: Duration,
-    /// CPU of each side (bare produce, sluice produce, bare consume, sluice consume: the
-    /// whole process for sluice) and of the broker meanwhile.
-    cpu: [(Duration, Duration); 4],
+    null_join: Duration,
+    /// CPU of each side (bare produce, sluice produce, bare consume, sluice consume, sluice
+    /// into a NullSink: the whole process for sluice) and of the broker meanwhile.
+    cpu: [(Duration, Duration); 5],
 }
 
 fn round(bin: &str, records: &[Rec], expected: Digest, partitions: u32, converter: &str) -> Round {
@@ -744,11 +776,26 @@ fn round(bin: &str, records: &[Rec], expected: Digest, partitions: u32, converte
     let written = value_digest(file_values(&out, converter));
     let want = value_digest(records.iter().map(|r| r.value.clone()));
     assert_eq!(written, want, "sink output differs: {}", run.summary);
+
+    let (null, sluice_null_cpu, broker_sluice_null) = with_cpu(&broker, Cpu::Children, || {
+        sluice_consume_null(dir.path(), &worker, "sluice", converter)
+    });
+    let null_assigned = null
+        .assigned
+        .expect("the null sink was assigned partitions");
+    assert_eq!(
+        committed_total(&settings, "connect-bench-null", "sluice", partitions),
+        events as i64,
+        "the NullSink's group did not commit every record: {}",
+        null.summary
+    );
     Round {
         bare_produce,
         sluice_produce,
         bare_consume: consumed.elapsed,
         sluice_consume: run.drained - assigned,
+        sluice_null: null.drained - null_assigned,
+        null_join: null_assigned - null.spawned,
         bare_join: consumed.join,
         sluice_join: assigned - run.spawned,
         produce_startup: produced.started - produced.spawned,
@@ -759,6 +806,7 @@ fn round(bin: &str, records: &[Rec], expected: Digest, partitions: u32, converte
             (sluice_produce_cpu, broker_sluice_produce),
             (bare_consume_cpu, broker_bare_consume),
             (sluice_consume_cpu, broker_sluice_consume),
+            (sluice_null_cpu, broker_sluice_null),
         ],
     }
 }
@@ -819,6 +867,14 @@ fn main() {
             r.sluice_join.as_secs_f64(),
             r.consume_exit.as_secs_f64(),
         );
+        println!(
+            "  consume  sluice into a NullSink {:.3}s (cpu {:.2}s, broker {:.2}s; group join {:.2}s \
+             not counted)",
+            r.sluice_null.as_secs_f64(),
+            c(4).0,
+            c(4).1,
+            r.null_join.as_secs_f64(),
+        );
         all.push(r);
     }
     let median = |f: &dyn Fn(&Round) -> Duration| {
@@ -841,6 +897,7 @@ fn main() {
     let sp = median(&|r| r.sluice_produce);
     let bc = median(&|r| r.bare_consume);
     let sc = median(&|r| r.sluice_consume);
+    let sn = median(&|r| r.sluice_null);
     show("bare rdkafka producer (send all, await every delivery)", bp);
     show(
         "sluice standalone --drain, simulator → Kafka (spawn → drained)",
@@ -854,9 +911,15 @@ fn main() {
         &format!("sluice standalone --drain, Kafka → FileSink ({converter})"),
         sc,
     );
+    show(
+        &format!("sluice standalone --drain, Kafka → NullSink ({converter})"),
+        sn,
+    );
     println!(
-        "sluice / bare: produce {:.2}, consume {:.2} (target ≥ 0.80)",
+        "sluice / bare: produce {:.2}, consume into FileSink {:.2}, into NullSink {:.2} \
+         (target ≥ 0.80)",
         rate(sp.0) / rate(bp.0),
-        rate(sc.0) / rate(bc.0)
+        rate(sc.0) / rate(bc.0),
+        rate(sn.0) / rate(bc.0)
     );
 }

@@ -10,6 +10,7 @@ pub fn registry() -> PluginRegistry {
     registry
         .add_source(Arc::new(sluice_simulator::SimulatorPlugin))
         .add_sink(Arc::new(sluice_file::FileSinkPlugin))
+        .add_sink(Arc::new(sluice_null::NullSinkPlugin))
         .add_sink(Arc::new(sluice_postgres::PostgresSinkPlugin))
         .add_sink(Arc::new(sluice_dead_letter::DeadLetterSinkPlugin))
         .add_transform(Arc::new(sluice_filter::FilterPlugin))

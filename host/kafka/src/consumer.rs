@@ -9,6 +9,7 @@
 //! nothing is skipped and nothing is repeated.
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -32,11 +33,20 @@ use crate::{clock_ms, lock};
 /// had not committed, which idempotent sinks absorb.
 const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(60);
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Records go to the task in batches of up to this many (one channel send each instead of
+/// one per record); a batch goes as soon as librdkafka holds nothing more.
+const BATCH: usize = 256;
+/// Batches the channel to the task holds: with full batches, 4,096 records fetched ahead.
+const CHANNEL_BATCHES: usize = 16;
 
 enum Event {
-    Record(Arc<Record>),
+    Records(Vec<Arc<Record>>),
     /// Partitions are being revoked; reply once everything given so far is committed.
     Revoke(std::sync::mpsc::SyncSender<()>),
+    /// Every record fetched has been handed over and nothing more is on its way (every
+    /// assigned partition read to its end, or librdkafka had nothing for a whole poll):
+    /// the task should make what it holds durable now rather than wait for more.
+    End,
 }
 
 /// How far one consumer got, for the bus's `is_settled` (drain mode).
@@ -48,9 +58,21 @@ pub struct ConsumerProgress {
     assigned: Mutex<Option<Vec<(String, i32)>>>,
     /// Next offset to consume, as last committed by this member or read from the group.
     committed: Mutex<HashMap<(String, i32), i64>>,
+    /// The end of each assigned partition as the broker answered a lookup, and when that
+    /// lookup started: `--drain` needs every partition consumed to there, as of then.
+    looked_up: Mutex<Ends>,
+    /// A new assignment's ends are to be looked up (by the consumer thread, which
+    /// does it while the first fetches run, not at the end behind a waiting fetch).
+    lookup_due: AtomicBool,
     /// Every assigned partition committed up to its end, as of `checked_at_ms`.
     caught_up: AtomicBool,
     checked_at_ms: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Ends {
+    as_of_ms: u64,
+    ends: HashMap<(String, i32), i64>,
 }
 
 impl ConsumerProgress {
@@ -74,6 +96,7 @@ impl ConsumerProgress {
             }
         }
         self.caught_up.store(false, Ordering::Release);
+        self.lookup_due.store(true, Ordering::Release);
     }
 
     fn remove_assignment(&self, tpl: &TopicPartitionList, all: bool) {
@@ -95,8 +118,10 @@ impl ConsumerProgress {
         lock(&self.assigned).clone()
     }
 
-    /// Compares each assigned partition's committed offset with its end.
-    fn check(&self, consumer: &BaseConsumer<SinkContext>) {
+    /// Asks the broker for what `evaluate` needs and the fetching does not tell: the
+    /// group's committed offset of each assigned partition this member has not committed
+    /// itself, and the end of each partition, as of now.
+    fn look_up(&self, consumer: &BaseConsumer<SinkContext>) {
         let started = clock_ms();
         let Some(assigned) = lock(&self.assigned).clone() else {
             return;
@@ -131,38 +156,110 @@ impl ConsumerProgress {
                 committed.insert((e.topic().to_string(), e.partition()), next);
             }
         }
-        // Where the fetching got to: every record handed to the task (the thread is idle,
-        // so nothing fetched is held back) must be committed too. On Apache Kafka this is
-        // never past the end; tansu answers the end of a partition with the first offset
-        // of its newest batch (+1), so the rest of that batch counts only through here.
-        let positions = consumer.position().unwrap_or_default();
-        for (t, p) in &assigned {
-            let Ok((_, high)) = consumer.fetch_watermarks(t, *p, BROKER_TIMEOUT) else {
+        let mut ends = HashMap::with_capacity(assigned.len());
+        for (t, p) in assigned {
+            let Ok((_, high)) = consumer.fetch_watermarks(&t, p, BROKER_TIMEOUT) else {
                 return;
             };
+            ends.insert((t, p), high);
+        }
+        let mut looked_up = lock(&self.looked_up);
+        if started >= looked_up.as_of_ms {
+            *looked_up = Ends {
+                as_of_ms: started,
+                ends,
+            };
+        }
+    }
+
+    /// Whether every assigned partition is committed up to its end, without asking the
+    /// broker: the end is the greatest of the last lookup's answer, the high watermark of
+    /// the newest fetch response (librdkafka's cached copy) and the position reached. On
+    /// Apache Kafka the lookup is never behind the fetch response; tansu answers a lookup
+    /// with the first offset of the newest batch (+1), and only its fetch responses carry
+    /// the true end. The result holds as of the lookup: a record produced later may be
+    /// beyond it, which is what `is_caught_up_since` accounts for.
+    fn evaluate(&self, consumer: &BaseConsumer<SinkContext>) {
+        // Held throughout, so evaluations (consumer thread, commits) do not interleave.
+        let looked_up = lock(&self.looked_up);
+        let Some(assigned) = lock(&self.assigned).clone() else {
+            self.caught_up.store(false, Ordering::Release);
+            return;
+        };
+        let positions = consumer.position().unwrap_or_default();
+        let committed = lock(&self.committed);
+        let done = assigned.iter().all(|tp| {
+            let Some(looked) = looked_up.ends.get(tp) else {
+                return false;
+            };
+            // Unknown until the first fetch response: nothing says the partition ends yet.
+            let Some(high) = cached_high(consumer, &tp.0, tp.1) else {
+                return false;
+            };
             let fetched = positions
-                .find_partition(t, *p)
+                .find_partition(&tp.0, tp.1)
                 .and_then(|e| match e.offset() {
                     Offset::Offset(o) => Some(o),
                     _ => None,
                 })
                 .unwrap_or(0);
-            let end = high.max(fetched);
-            let done = lock(&self.committed)
-                .get(&(t.clone(), *p))
-                .is_some_and(|c| *c >= end);
-            if !done {
-                self.caught_up.store(false, Ordering::Release);
-                return;
-            }
+            let end = (*looked).max(high).max(fetched);
+            committed.get(tp).is_some_and(|c| *c >= end)
+        });
+        if done {
+            self.checked_at_ms
+                .store(looked_up.as_of_ms, Ordering::Release);
         }
-        self.checked_at_ms.store(started, Ordering::Release);
-        self.caught_up.store(true, Ordering::Release);
+        self.caught_up.store(done, Ordering::Release);
     }
+
+    /// Whether every assigned partition has been handed over up to the high watermark of
+    /// its newest fetch response (so nothing more is on its way for now).
+    fn fetched_to_end(&self, consumer: &BaseConsumer<SinkContext>) -> bool {
+        let Some(assigned) = lock(&self.assigned).clone() else {
+            return false;
+        };
+        let Ok(positions) = consumer.position() else {
+            return false;
+        };
+        assigned.iter().all(|(t, p)| {
+            let fetched = positions
+                .find_partition(t, *p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            matches!((fetched, cached_high(consumer, t, *p)), (Some(f), Some(h)) if f >= h)
+        })
+    }
+}
+
+/// The high watermark librdkafka keeps from the partition's newest fetch response (no
+/// broker request); `None` before the first one.
+fn cached_high(consumer: &BaseConsumer<SinkContext>, topic: &str, partition: i32) -> Option<i64> {
+    let topic = CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client handle is alive for the call (`consumer` is borrowed), `topic` is
+    // a NUL-terminated string that outlives it, and `low`/`high` are valid for writes.
+    // rust-rdkafka has no safe wrapper for this cached read.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
 struct SinkContext {
     events: mpsc::Sender<Event>,
+    /// Records polled and not yet sent to the task. Here rather than on the consumer
+    /// thread's stack so that a revocation (a callback inside librdkafka's poll) sends them
+    /// ahead of itself.
+    batch: Mutex<Vec<Arc<Record>>>,
     progress: Arc<ConsumerProgress>,
     closing: Arc<AtomicBool>,
     /// `consumer.start.timestamp`: where partitions without a committed offset start.
@@ -178,11 +275,27 @@ impl ClientContext for SinkContext {
 }
 
 impl SinkContext {
+    /// Adds a polled record to the batch; returns the batch once it is full.
+    fn add(&self, record: Arc<Record>) -> Option<Vec<Arc<Record>>> {
+        let mut batch = lock(&self.batch);
+        batch.push(record);
+        (batch.len() >= BATCH).then(|| std::mem::replace(&mut *batch, Vec::with_capacity(BATCH)))
+    }
+
+    /// Sends the records batched so far to the task; false when the task is gone.
+    fn send_batch(&self) -> bool {
+        let batch = std::mem::take(&mut *lock(&self.batch));
+        batch.is_empty() || self.events.blocking_send(Event::Records(batch)).is_ok()
+    }
+
     /// Waits until the task committed everything it was given (or gives up after
     /// [`HAND_OVER_TIMEOUT`]; or at once when the consumer is closing, as the task has
     /// committed already).
     fn hand_over(&self) {
         if self.closing.load(Ordering::Acquire) {
+            return;
+        }
+        if !self.send_batch() {
             return;
         }
         let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
@@ -313,6 +426,11 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<String> {
 pub struct KafkaConsumer {
     consumer: Option<Arc<BaseConsumer<SinkContext>>>,
     events: Option<mpsc::Receiver<Event>>,
+    /// An `Event::End` came behind the records last returned: if nothing followed it,
+    /// the next poll returns at once, empty, so the task flushes without waiting.
+    at_end: bool,
+    /// Records received beyond what the last poll could return.
+    held: Vec<Arc<Record>>,
     revoke: Option<std::sync::mpsc::SyncSender<()>>,
     progress: Option<Arc<ConsumerProgress>>,
     lag: Option<Arc<LagBook>>,
@@ -338,6 +456,8 @@ impl KafkaConsumer {
         let mut this = KafkaConsumer {
             consumer: None,
             events: None,
+            at_end: false,
+            held: Vec::new(),
             revoke: None,
             progress: None,
             lag: None,
@@ -365,11 +485,12 @@ impl KafkaConsumer {
             .map(|(_, v)| parse_start_timestamp(v))
             .transpose()
             .map_err(|e| format!("consumer.start.timestamp: {e}"))?;
-        let (tx, rx) = mpsc::channel(4096);
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let progress = Arc::new(ConsumerProgress::default());
         let lag = Arc::new(LagBook::new(progress.clone()));
         let context = SinkContext {
             events: tx.clone(),
+            batch: Mutex::new(Vec::with_capacity(BATCH)),
             progress: progress.clone(),
             closing: self.closing.clone(),
             start_timestamp,
@@ -414,8 +535,16 @@ impl KafkaConsumer {
     }
 }
 
+/// How long the consumer thread waits in one librdkafka poll.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// At most one `Event::End` this often: a trickle of records, each read to the end of its
+/// partition at once, is then flushed in batches rather than record by record.
+const END_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The consumer thread: polls librdkafka (which also runs the rebalance callbacks) and
-/// passes records on; when idle, checks whether the member has caught up.
+/// passes records on; tells the task when it has handed over everything there is; looks
+/// up the ends of newly assigned partitions, and when idle, checks whether the member has
+/// caught up.
 fn fetch(
     consumer: Arc<BaseConsumer<SinkContext>>,
     events: mpsc::Sender<Event>,
@@ -425,12 +554,40 @@ fn fetch(
 ) {
     let mut last_check = Instant::now();
     let mut last_error: Option<Instant> = None;
+    // Records were handed over since the last look at whether the fetching is at the end.
+    let mut unchecked = false;
+    // Nothing more to hand over for now: the task is to hear it (`Event::End`), and has
+    // not yet (`sent`), or not since the last record.
+    let mut end_due = false;
+    let mut end_sent = false;
+    let mut last_end: Option<Instant> = None;
     while !stop.load(Ordering::Acquire) {
-        match consumer.poll(Duration::from_millis(100)) {
+        // Right after a record, only what librdkafka holds already: an empty queue then
+        // says at once whether this is the end. Otherwise wait, but not past an End due.
+        let wait = if unchecked {
+            Duration::ZERO
+        } else if end_due && !end_sent {
+            last_end.map_or(Duration::ZERO, |t| END_INTERVAL.saturating_sub(t.elapsed()))
+        } else {
+            POLL_WAIT
+        };
+        let polled = consumer.poll(wait);
+        if progress.lookup_due.load(Ordering::Acquire)
+            && progress.lookup_due.swap(false, Ordering::AcqRel)
+        {
+            progress.look_up(&consumer);
+            progress.evaluate(&consumer);
+        }
+        match polled {
             Some(Ok(message)) => {
+                unchecked = true;
+                end_due = false;
+                end_sent = false;
                 progress.caught_up.store(false, Ordering::Release);
                 let record = Arc::new(crate::message::record_of(&message));
-                if events.blocking_send(Event::Record(record)).is_err() {
+                if let Some(full) = consumer.context().add(record)
+                    && events.blocking_send(Event::Records(full)).is_err()
+                {
                     break;
                 }
             }
@@ -441,11 +598,31 @@ fn fetch(
                     last_error = Some(Instant::now());
                 }
             }
+            None if unchecked => {
+                // librdkafka holds nothing more: the task gets what was batched, and hears
+                // of the end when every partition has been handed over up to the high
+                // watermark of its newest fetch response.
+                unchecked = false;
+                if !consumer.context().send_batch() {
+                    break;
+                }
+                end_due = progress.fetched_to_end(&consumer);
+            }
             None => {
+                // Nothing for a whole wait: as good as the end, whatever the watermarks say.
+                end_due = true;
                 if last_check.elapsed() >= Duration::from_millis(300) {
-                    progress.check(&consumer);
+                    progress.look_up(&consumer);
+                    progress.evaluate(&consumer);
                     last_check = Instant::now();
                 }
+            }
+        }
+        if end_due && !end_sent && last_end.is_none_or(|t| t.elapsed() >= END_INTERVAL) {
+            end_sent = true;
+            last_end = Some(Instant::now());
+            if events.blocking_send(Event::End).is_err() {
+                break;
             }
         }
     }
@@ -457,30 +634,61 @@ impl BusConsumer for KafkaConsumer {
         if let Some(e) = &self.error {
             return Err(BusError::Client(e.clone()));
         }
-        let mut out = Vec::new();
         if self.revoke.is_some() {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let Some(events) = self.events.as_mut() else {
             return Err(BusError::Closed);
         };
-        let first = match tokio::time::timeout(wait, events.recv()).await {
-            Ok(Some(event)) => event,
-            Ok(None) => return Err(BusError::Closed),
-            Err(_) => return Ok(out),
+        let max = max.max(1);
+        let mut out = std::mem::take(&mut self.held);
+        if out.len() >= max {
+            self.held = out.split_off(max);
+            return Ok(out);
+        }
+        // With records in hand, or right after an `Event::End`, only what is there now.
+        let first = if !out.is_empty() || std::mem::take(&mut self.at_end) {
+            match events.try_recv() {
+                Ok(event) => Some(event),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) if out.is_empty() => {
+                    return Err(BusError::Closed);
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            }
+        } else {
+            match tokio::time::timeout(wait, events.recv()).await {
+                Ok(Some(event)) => Some(event),
+                Ok(None) => return Err(BusError::Closed),
+                Err(_) => None,
+            }
         };
-        let mut next = Some(first);
+        let mut next = first;
         while let Some(event) = next.take() {
             match event {
-                Event::Record(r) => out.push(r),
+                Event::Records(batch) => {
+                    if out.is_empty() {
+                        out = batch;
+                    } else {
+                        out.extend(batch);
+                    }
+                    if out.len() >= max {
+                        self.held = out.split_off(max);
+                        break;
+                    }
+                }
                 Event::Revoke(done) => {
                     self.revoke = Some(done);
                     break;
                 }
+                // Nothing more for now: an empty poll tells the task to flush.
+                Event::End if out.is_empty() => break,
+                Event::End => {
+                    self.at_end = true;
+                    break;
+                }
             }
-            if out.len() < max {
-                next = events.try_recv().ok();
-            }
+            next = events.try_recv().ok();
         }
         Ok(out)
     }
@@ -502,10 +710,14 @@ impl BusConsumer for KafkaConsumer {
         let result = tokio::task::spawn_blocking(move || {
             let result = consumer.commit(&tpl, CommitMode::Sync);
             if result.is_ok() {
-                let mut committed = lock(&progress.committed);
-                for p in positions {
-                    committed.insert((p.topic, p.partition), p.next_offset);
+                {
+                    let mut committed = lock(&progress.committed);
+                    for p in positions {
+                        committed.insert((p.topic, p.partition), p.next_offset);
+                    }
                 }
+                // The last commit of a drain ends it here, not at the thread's next check.
+                progress.evaluate(&consumer);
             }
             result
         })
