@@ -282,6 +282,11 @@ impl SinkContext {
         (batch.len() >= BATCH).then(|| std::mem::replace(&mut *batch, Vec::with_capacity(BATCH)))
     }
 
+    /// The records batched so far.
+    fn take_batch(&self) -> Vec<Arc<Record>> {
+        std::mem::take(&mut *lock(&self.batch))
+    }
+
     /// Sends the records batched so far to the task; false when the task is gone.
     fn send_batch(&self) -> bool {
         let batch = std::mem::take(&mut *lock(&self.batch));
@@ -586,7 +591,7 @@ fn fetch(
                 progress.caught_up.store(false, Ordering::Release);
                 let record = Arc::new(crate::message::record_of(&message));
                 if let Some(full) = consumer.context().add(record)
-                    && events.blocking_send(Event::Records(full)).is_err()
+                    && !send_records(&consumer, &events, full, &stop)
                 {
                     break;
                 }
@@ -603,7 +608,8 @@ fn fetch(
                 // of the end when every partition has been handed over up to the high
                 // watermark of its newest fetch response.
                 unchecked = false;
-                if !consumer.context().send_batch() {
+                let batch = consumer.context().take_batch();
+                if !batch.is_empty() && !send_records(&consumer, &events, batch, &stop) {
                     break;
                 }
                 end_due = progress.fetched_to_end(&consumer);
@@ -619,13 +625,110 @@ fn fetch(
             }
         }
         if end_due && !end_sent && last_end.is_none_or(|t| t.elapsed() >= END_INTERVAL) {
-            end_sent = true;
             last_end = Some(Instant::now());
-            if events.blocking_send(Event::End).is_err() {
-                break;
+            // A full channel means the task has records to work through before the End
+            // could matter; it is offered again at the next interval.
+            match events.try_send(Event::End) {
+                Ok(()) => end_sent = true,
+                Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
             }
         }
     }
+}
+
+/// How often a consumer whose task is behind polls librdkafka while it waits for room.
+const BEHIND_POLL: Duration = Duration::from_millis(100);
+/// How long the hand-over may stay full before the partitions are paused.
+const PAUSE_AFTER: Duration = Duration::from_millis(500);
+
+/// Hands a batch to the task; false when the task is gone (or the consumer stops).
+///
+/// While the task is behind — a slow sink, or a paused connector that takes nothing — the
+/// channel is full. Blocking on it would stop this thread polling librdkafka, and after
+/// `max.poll.interval.ms` the member would leave the group (a rebalance, and the records
+/// it holds repeated by the next owner). Instead, as Kafka Connect does, the assigned
+/// partitions are paused and librdkafka is still polled: the member stays, rebalances still
+/// run, and fetching resumes from the next record once the task has taken the batch.
+fn send_records(
+    consumer: &BaseConsumer<SinkContext>,
+    events: &mpsc::Sender<Event>,
+    batch: Vec<Arc<Record>>,
+    stop: &AtomicBool,
+) -> bool {
+    let context = consumer.context();
+    // A task that is merely busy takes the next batch within milliseconds: wait for it
+    // first, as pausing would throw away what librdkafka has fetched ahead.
+    let full_since = Instant::now();
+    let mut event = Event::Records(batch);
+    let mut waiting = loop {
+        match events.try_send(event) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(Event::Records(batch)))
+                if full_since.elapsed() >= PAUSE_AFTER || stop.load(Ordering::Acquire) =>
+            {
+                break batch;
+            }
+            Err(mpsc::error::TrySendError::Full(back)) => event = back,
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let mut paused = false;
+    let sent = loop {
+        if stop.load(Ordering::Acquire) {
+            break false;
+        }
+        // The waiting records stay in the context's batch while librdkafka is polled: a
+        // revocation (run inside the poll) then hands them over ahead of itself, as it
+        // does every record fetched before it.
+        {
+            let mut pending = lock(&context.batch);
+            waiting.append(&mut pending);
+            *pending = waiting;
+        }
+        // Every round: a rebalance may have assigned partitions since the last one.
+        match consumer.assignment() {
+            Ok(assignment) if assignment.count() > 0 => match consumer.pause(&assignment) {
+                Ok(()) => paused = true,
+                Err(e) => tracing::debug!(error = %e, "pausing the assignment"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "reading the assignment"),
+        }
+        match consumer.poll(BEHIND_POLL) {
+            // Fetched before the pause took effect: it follows the waiting records.
+            Some(Ok(message)) => {
+                lock(&context.batch).push(Arc::new(crate::message::record_of(&message)));
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "Kafka consumer error while the task is behind");
+            }
+            None => {}
+        }
+        waiting = context.take_batch();
+        if waiting.is_empty() {
+            // A revocation handed them over.
+            break true;
+        }
+        match events.try_send(Event::Records(waiting)) {
+            Ok(()) => break true,
+            Err(mpsc::error::TrySendError::Closed(_)) => break false,
+            Err(mpsc::error::TrySendError::Full(Event::Records(back))) => waiting = back,
+            Err(mpsc::error::TrySendError::Full(_)) => break true,
+        }
+    };
+    if paused {
+        match consumer.assignment() {
+            Ok(assignment) => {
+                if let Err(e) = consumer.resume(&assignment) {
+                    tracing::warn!(error = %e, "resuming the assignment");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the assignment to resume it"),
+        }
+    }
+    sent
 }
 
 #[async_trait]
