@@ -8,11 +8,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::kafka::{Broker, python, topic};
-use common::rest::Api;
+use common::rest::{Api, wait_lines};
 use common::*;
 use serde_json::{Value, json};
 
@@ -34,20 +33,6 @@ for i in range(n):
 p.flush(30)
 assert len(p) == 0, "records not delivered"
 "#;
-
-fn wait_lines(api: &Api, path: &Path, n: usize) {
-    let started = Instant::now();
-    while read_lines(path).len() < n {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{} of {n} lines in {}; log:\n{}",
-            read_lines(path).len(),
-            path.display(),
-            api.log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 #[test]
 fn a_paused_kafka_sink_keeps_its_group_membership() {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::kafka::{Broker, python, topic};
-use common::rest::{Api, Metrics, scrape};
+use common::rest::{Api, Metrics, scrape, wait_lines};
 use common::*;
 use serde_json::{Value, json};
 
@@ -83,21 +83,6 @@ fn each_partition_once(series: &[(String, i64, f64)], lag: f64) -> bool {
     let mut partitions: Vec<i64> = series.iter().map(|(_, p, _)| *p).collect();
     partitions.sort_unstable();
     partitions == (0..PARTITIONS).collect::<Vec<_>>() && series.iter().all(|(_, _, l)| *l == lag)
-}
-
-fn wait_lines(api: &Api, path: &Path, n: usize) {
-    let started = Instant::now();
-    while read_lines(path).len() < n {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{} of {n} lines in {}; log:\n{}",
-            read_lines(path).len(),
-            path.display(),
-            api.log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(read_lines(path).len(), n, "{}", path.display());
 }
 
 #[test]

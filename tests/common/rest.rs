@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Scratch, sluice};
+use super::{Scratch, read_lines, sluice};
 
 /// One answer: status, content type, the body as text and as JSON (a string when it is
 /// not JSON, null when empty), and the response headers (lower-case names).
@@ -383,6 +383,23 @@ impl Api {
 
 /// `GET /metrics`, parsed by the Python Prometheus client's text-format parser (written
 /// elsewhere; scripts/test-deps installs it).
+/// Waits (two minutes at most) until the JSON-lines file `path` has `n` lines, and checks
+/// it has no more.
+pub fn wait_lines(api: &Api, path: &Path, n: usize) {
+    let started = Instant::now();
+    while read_lines(path).len() < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{} of {n} lines in {}; log:\n{}",
+            read_lines(path).len(),
+            path.display(),
+            api.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(read_lines(path).len(), n, "{}", path.display());
+}
+
 pub fn scrape(api: &Api) -> Metrics {
     let answer = api.request("GET", "/metrics", None);
     assert_eq!(answer.code, 200, "{}", answer.text);
