@@ -388,11 +388,15 @@ impl ConsumerContext for SinkContext {
                 }
                 self.progress.set_assignment(tpl, cooperative);
                 tracing::info!(group = %self.group, partitions = ?partitions_of(tpl), "partitions assigned");
-                if cooperative {
+                let assigned = if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
                     consumer.assign(tpl)
-                }
+                };
+                // A partition paused while the task was behind (`send_records`), then
+                // revoked, may come back still paused; the fetch thread pauses again
+                // whatever it must, so a new assignment always starts fetching.
+                assigned.and_then(|()| consumer.resume(tpl))
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 if tpl.count() > 0 {
