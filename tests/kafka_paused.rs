@@ -11,9 +11,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::kafka::{Broker, python, topic};
-use common::rest::{Api, wait_lines};
+use common::rest::{kafka_api, python_records_file_sink, wait_lines};
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Creates `topic` with one partition and produces `n` records to it (tagged `tag`).
 const PRODUCE: &str = r#"
@@ -43,23 +43,14 @@ fn a_paused_kafka_sink_keeps_its_group_membership() {
     python(&broker, PRODUCE, &[&events, "20", "first"]);
 
     let s = Scratch::new();
-    let keys = broker.worker(&s, json!({}));
-    let keys: Value = serde_json::from_slice(&std::fs::read(keys).unwrap()).unwrap();
     let out = s.path("out.jsonl");
-    let mut sink = file_sink(&events, &out, "envelope");
-    sink["key.converter"] = json!("org.apache.kafka.connect.storage.StringConverter");
-    sink["value.converter.schemas.enable"] = json!("false");
+    let mut sink = python_records_file_sink(&events, &out);
     // A short poll interval, so that a consumer thread blocked for a few seconds would be
     // dropped from the group within the test (librdkafka wants it ≥ the session timeout).
     sink["consumer.override.session.timeout.ms"] = json!("6000");
     sink["consumer.override.max.poll.interval.ms"] = json!("6000");
     let sink = s.connector("files", sink);
-    let api = Api::builder(&s)
-        .worker(keys)
-        .env("RUST_LOG", "info")
-        .log("sluice.log")
-        .ready_within(Duration::from_secs(60))
-        .start(&[&sink]);
+    let api = kafka_api(&broker, &s, &[&sink]);
     wait_lines(&api, &out, 20);
 
     let (code, body) = api.call("PUT", "/connectors/files/pause", None);

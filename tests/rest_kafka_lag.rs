@@ -8,13 +8,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::kafka::{Broker, python, topic};
-use common::rest::{Api, Metrics, scrape, wait_lines};
+use common::rest::{Api, Metrics, kafka_api, python_records_file_sink, scrape, wait_lines};
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PARTITIONS: i64 = 3;
 
@@ -39,14 +38,6 @@ for i in range(n):
         p.flush(10)
 assert len(p) == 0, "records not delivered"
 "#;
-
-/// A FileSink of `topic` (one task) reading the records as Python produced them.
-fn sink_config(topic: &str, out: &Path) -> Value {
-    let mut sink = file_sink(topic, out, "envelope");
-    sink["key.converter"] = json!("org.apache.kafka.connect.storage.StringConverter");
-    sink["value.converter.schemas.enable"] = json!("false");
-    sink
-}
 
 /// (task, partition, lag) of every lag series of `connector` on `topic`.
 fn lags(m: &Metrics, connector: &str, topic: &str) -> Vec<(String, i64, f64)> {
@@ -99,16 +90,9 @@ fn consumer_lag_per_partition_on_kafka() {
     );
 
     let s = Scratch::new();
-    let keys = broker.worker(&s, json!({}));
-    let keys: Value = serde_json::from_slice(&std::fs::read(keys).unwrap()).unwrap();
     let out = s.path("out.jsonl");
-    let sink = s.connector("files", sink_config(&events, &out));
-    let api = Api::builder(&s)
-        .worker(keys)
-        .env("RUST_LOG", "info")
-        .log("sluice.log")
-        .ready_within(Duration::from_secs(60))
-        .start(&[&sink]);
+    let sink = s.connector("files", python_records_file_sink(&events, &out));
+    let api = kafka_api(&broker, &s, &[&sink]);
 
     // Caught up: every partition has one series, on the task, at 0.
     wait_lines(&api, &out, N);
@@ -155,7 +139,7 @@ fn consumer_lag_per_partition_on_kafka() {
     // A second connector joins the same consumer group: the rebalance shares the
     // partitions out between two members, and each partition still has exactly one
     // series, on its owner; the task dropped the partitions it gave away.
-    let mut joiner = sink_config(&events, &s.path("joiner.jsonl"));
+    let mut joiner = python_records_file_sink(&events, &s.path("joiner.jsonl"));
     joiner["consumer.override.group.id"] = json!("connect-files");
     let (code, body) = api.call(
         "POST",

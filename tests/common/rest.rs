@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Scratch, read_lines, sluice};
+use super::{Scratch, file_sink, read_lines, sluice};
 
 /// One answer: status, content type, the body as text and as JSON (a string when it is
 /// not JSON, null when empty), and the response headers (lower-case names).
@@ -383,6 +383,28 @@ impl Api {
 
 /// `GET /metrics`, parsed by the Python Prometheus client's text-format parser (written
 /// elsewhere; scripts/test-deps installs it).
+/// A FileSink of `topic` (one task, envelope lines) reading records as Python's
+/// confluent-kafka produced them: string keys, schemaless JSON values.
+pub fn python_records_file_sink(topic: &str, out: &Path) -> Value {
+    let mut sink = file_sink(topic, out, "envelope");
+    sink["key.converter"] = json!("org.apache.kafka.connect.storage.StringConverter");
+    sink["value.converter.schemas.enable"] = json!("false");
+    sink
+}
+
+/// The worker on `broker`'s Kafka bus serving the REST API, logging at info to
+/// `sluice.log`, with `connectors` given on its command line.
+pub fn kafka_api(broker: &super::kafka::Broker, s: &Scratch, connectors: &[&Path]) -> Api {
+    let keys = broker.worker(s, json!({}));
+    let keys: Value = serde_json::from_slice(&std::fs::read(keys).unwrap()).unwrap();
+    Api::builder(s)
+        .worker(keys)
+        .env("RUST_LOG", "info")
+        .log("sluice.log")
+        .ready_within(Duration::from_secs(60))
+        .start(connectors)
+}
+
 /// Waits (two minutes at most) until the JSON-lines file `path` has `n` lines, and checks
 /// it has no more.
 pub fn wait_lines(api: &Api, path: &Path, n: usize) {
